@@ -1,0 +1,193 @@
+"""Diagnostics: source spans, the CircuitError family, and their printed form.
+
+Errors are data. Every error carries the Span of the code it is about, a
+message, and optionally a table (for shape errors: both types axis by axis)
+and a hint naming the fix. The checker collects all errors of a run and raises
+the first, which carries the others in ``errors``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Span", "CircuitError", "CircuitSyntaxError", "UnknownName", "DuplicateDefinition",
+    "ShapeMismatch", "SizeConflict", "InvalidArgument", "WrongArity",
+    "RecursiveCircuit", "UseNotFound", "UseOutsideRoots", "SizeTooLarge",
+    "AxisValueClash", "NoReturn",
+]
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """Where a piece of source lives: 1-based lines and columns, end exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class CircuitError(Exception):
+    """A problem with a `.circuit` program, reported with its source location.
+
+    Attributes:
+        message: what is wrong, in one sentence.
+        span: where (None only for errors about a whole file).
+        table: extra lines shown under the caret (e.g. types axis by axis).
+        hint: how to fix it, when we can tell.
+        errors: every error found in the same run (this one first).
+    """
+
+    kind = "error"
+
+    def __init__(self, message: str, span: Span | None = None, *, hint: str | None = None,
+                 table: list[str] | None = None, source: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.table = list(table or [])
+        self.source = source  # text of span.file, for the caret line
+        self.errors: list[CircuitError] = [self]
+
+    @property
+    def code(self) -> str:
+        """A stable name for editors and JSON output (the class name)."""
+        return type(self).__name__
+
+    def format_one(self) -> str:
+        """`file:line:col: error: message`, the source line, a caret, table and hint."""
+        lines = []
+        if self.span is None:
+            lines.append(f"error: {self.message}")
+        else:
+            lines.append(f"{self.span}: error: {self.message}")
+            src_line = _source_line(self.source, self.span.line)
+            if src_line is not None:
+                text = src_line.expandtabs(1)
+                start = max(self.span.column - 1, 0)
+                if self.span.end_line == self.span.line:
+                    width = max(self.span.end_column - self.span.column, 1)
+                else:
+                    width = max(len(text.rstrip()) - start, 1)
+                lines.append("    " + text.rstrip())
+                lines.append("    " + " " * start + "^" * width)
+        lines.extend("  " + row for row in self.table)
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+    def format(self) -> str:
+        """All errors of the run, each with its caret, then a count."""
+        parts = [e.format_one() for e in self.errors]
+        if len(self.errors) > 1:
+            parts.append(f"{len(self.errors)} errors")
+        return "\n".join(parts)
+
+    def to_json(self) -> list[dict]:
+        """Diagnostics as plain data for editors (one dict per error)."""
+        out = []
+        for e in self.errors:
+            d = {"code": e.code, "severity": e.kind, "message": e.message,
+                 "hint": e.hint, "detail": e.table}
+            if e.span is not None:
+                d.update(file=e.span.file, line=e.span.line, column=e.span.column,
+                         end_line=e.span.end_line, end_column=e.span.end_column)
+            out.append(d)
+        return out
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _source_line(source: str | None, line: int) -> str | None:
+    if source is None:
+        return None
+    lines = source.splitlines()
+    if 1 <= line <= len(lines):
+        return lines[line - 1]
+    return None
+
+
+class CircuitSyntaxError(CircuitError):
+    """The text does not follow the grammar (says what was expected)."""
+
+
+class UnknownName(CircuitError):
+    """A name that is not an axis, value, circuit or operation in scope."""
+
+
+class DuplicateDefinition(CircuitError):
+    """A name defined twice where it must be unique."""
+
+
+class ShapeMismatch(CircuitError):
+    """Two wire bundles do not have the types an operation needs."""
+
+
+class SizeConflict(CircuitError):
+    """Two sizes that must agree do not (rename, merge, call sites, ...)."""
+
+
+class InvalidArgument(CircuitError):
+    """An operation got an argument it cannot use."""
+
+
+class WrongArity(CircuitError):
+    """Wrong number of arguments, results or tuple items."""
+
+
+class RecursiveCircuit(CircuitError):
+    """A circuit that calls itself, directly or through others."""
+
+
+class UseNotFound(CircuitError):
+    """A `use` names a file that does not exist in the search roots."""
+
+
+class UseOutsideRoots(CircuitError):
+    """A `use` path that escapes the search roots (refused, never read)."""
+
+
+class SizeTooLarge(CircuitError):
+    """An absurd size: a weight over the element budget, or a size <= 0."""
+
+
+class AxisValueClash(CircuitError):
+    """One name used both as an axis and as a value in the same scope."""
+
+
+class NoReturn(CircuitError):
+    """A circuit body that never returns."""
+
+
+@dataclass
+class ErrorSink:
+    """Collects errors during a run so the user sees all of them at once."""
+
+    errors: list[CircuitError] = field(default_factory=list)
+
+    def add(self, err: CircuitError) -> None:
+        self.errors.append(err)
+
+    def raise_if_any(self, sources: dict[str, str]) -> None:
+        if not self.errors:
+            return
+        seen = set()
+        unique = []
+        for e in self.errors:
+            key = (type(e), e.message, e.span)
+            if key not in seen:
+                seen.add(key)
+                unique.append(e)
+        unique.sort(key=lambda e: (e.span is None, e.span or Span("", 0, 0, 0, 0)))
+        for e in unique:
+            if e.span is not None and e.source is None:
+                e.source = sources.get(e.span.file)
+        first = unique[0]
+        first.errors = unique
+        raise first

@@ -1,0 +1,501 @@
+"""The typed diagram: the one thing every backend reads.
+
+A Diagram is a frozen, deterministic value: boxes in topological order, wires
+that are bundles of named, sized axes, weights with shapes and initialisers,
+and nested diagrams for circuit calls, `repeat` bodies and `scan` steps. Sizes
+are symbolic (`Size`) where an axis is bound only at compile time.
+
+Every box records, for each axis it touches, its role: consumed (contracted,
+reduced, normalised over), produced (new), or passing (broadcast). The renderer
+draws broadcasting from these roles and the cost backend counts from them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .errors import Span
+
+__all__ = ["Size", "FloorDiv", "Axis", "TensorType", "TupleType", "Wire", "Init", "Weight",
+           "Box", "Port", "Diagram", "eval_const", "const_label"]
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True, order=True)
+class FloorDiv:
+    """An opaque `num // den` that did not divide exactly at check time."""
+    num: "Size"
+    den: "Size"
+
+    def __str__(self) -> str:
+        return f"({self.num} // {self.den})"
+
+
+def _sym_key(sym) -> str:
+    return sym if isinstance(sym, str) else str(sym)
+
+
+@dataclass(frozen=True)
+class Size:
+    """An integer polynomial over axes whose sizes are bound at compile time.
+
+    `terms` maps monomials (sorted tuples of (symbol, power)) to coefficients;
+    the canonical form makes `seq * 2 == 2 * seq` and lets the checker compare
+    sizes it cannot evaluate yet.
+
+    >>> str(Size.of(4) * Size.symbol("d"))
+    '4*d'
+    >>> (Size.symbol("d") // Size.of(2)).evaluate({"d": 10})
+    5
+    """
+
+    terms: tuple = ()
+
+    @staticmethod
+    def of(n: int) -> "Size":
+        return Size(((((), int(n)),) if n else ()))
+
+    @staticmethod
+    def symbol(sym) -> "Size":
+        return Size(((((sym, 1),), 1),))
+
+    @staticmethod
+    def _make(d: dict) -> "Size":
+        items = [(m, c) for m, c in d.items() if c != 0]
+        items.sort(key=lambda mc: (len(mc[0]), [(_sym_key(s), p) for s, p in mc[0]]))
+        return Size(tuple(items))
+
+    def _dict(self) -> dict:
+        return dict(self.terms)
+
+    def __add__(self, other: "Size") -> "Size":
+        d = self._dict()
+        for m, c in other.terms:
+            d[m] = d.get(m, 0) + c
+        return Size._make(d)
+
+    def __neg__(self) -> "Size":
+        return Size._make({m: -c for m, c in self.terms})
+
+    def __sub__(self, other: "Size") -> "Size":
+        return self + (-other)
+
+    def __mul__(self, other: "Size") -> "Size":
+        d: dict = {}
+        for m1, c1 in self.terms:
+            for m2, c2 in other.terms:
+                powers: dict = {}
+                for s, p in m1 + m2:
+                    powers[s] = powers.get(s, 0) + p
+                m = tuple(sorted(powers.items(), key=lambda sp: _sym_key(sp[0])))
+                d[m] = d.get(m, 0) + c1 * c2
+        return Size._make(d)
+
+    def __floordiv__(self, other: "Size") -> "Size":
+        if other.is_const and other.value != 0:
+            k = other.value
+            if self.is_const:
+                return Size.of(self.value // k)
+            if all(c % k == 0 for _, c in self.terms):
+                return Size._make({m: c // k for m, c in self.terms})
+        elif not other.is_const and self == other:
+            return Size.of(1)
+        elif not other.is_const and len(other.terms) == 1 and other.terms[0][1] == 1:
+            # exact division by a single monomial, e.g. (4*d) // d
+            (mono, _), = other.terms
+            out = {}
+            for m, c in self.terms:
+                pm = dict(m)
+                for s, p in mono:
+                    if pm.get(s, 0) < p:
+                        break
+                    pm[s] -= p
+                else:
+                    out[tuple(sorted(((s, p) for s, p in pm.items() if p), key=lambda sp: _sym_key(sp[0])))] = c
+                    continue
+                out = None
+                break
+            if out is not None:
+                return Size._make(out)
+        return Size.symbol(FloorDiv(self, other))
+
+    @property
+    def is_const(self) -> bool:
+        return all(m == () for m, _ in self.terms)
+
+    @property
+    def value(self) -> int:
+        """The integer, for a size with no free symbols."""
+        if not self.is_const:
+            raise ValueError(f"size {self} is not known until compile time")
+        return self.terms[0][1] if self.terms else 0
+
+    def symbols(self) -> set[str]:
+        """Free axis names this size depends on."""
+        out: set[str] = set()
+        for m, _ in self.terms:
+            for s, _p in m:
+                if isinstance(s, FloorDiv):
+                    out |= s.num.symbols() | s.den.symbols()
+                else:
+                    out.add(s)
+        return out
+
+    def evaluate(self, bindings: dict[str, int]) -> int:
+        total = 0
+        for m, c in self.terms:
+            v = c
+            for s, p in m:
+                if isinstance(s, FloorDiv):
+                    den = s.den.evaluate(bindings)
+                    if den == 0:
+                        raise ZeroDivisionError(f"{s} divides by zero")
+                    base = s.num.evaluate(bindings) // den
+                else:
+                    if s not in bindings:
+                        raise KeyError(s)
+                    base = int(bindings[s])
+                v *= base ** p
+            total += v
+        return total
+
+    def bind(self, bindings: dict[str, int]) -> "Size":
+        """Substitute the known symbols; the rest stay symbolic."""
+        if self.symbols() <= set(bindings):
+            return Size.of(self.evaluate(bindings))
+        out = Size.of(0)
+        for m, c in self.terms:
+            v = Size.of(c)
+            for s, p in m:
+                if isinstance(s, FloorDiv):
+                    base = s.num.bind(bindings) // s.den.bind(bindings)
+                elif s in bindings:
+                    base = Size.of(bindings[s])
+                else:
+                    base = Size.symbol(s)
+                for _ in range(p):
+                    v = v * base
+            out = out + v
+        return out
+
+    def __str__(self) -> str:
+        if not self.terms:
+            return "0"
+        parts = []
+        for m, c in self.terms:
+            factors = []
+            for s, p in m:
+                factors.extend([_sym_key(s)] * p)
+            if not factors:
+                parts.append(str(c))
+            elif c == 1:
+                parts.append("*".join(factors))
+            elif c == -1:
+                parts.append("-" + "*".join(factors))
+            else:
+                parts.append(f"{c}*" + "*".join(factors))
+        text = " + ".join(parts)
+        return text.replace("+ -", "- ")
+
+    def __repr__(self) -> str:
+        return f"Size({str(self)!r})"
+
+
+# ---------------------------------------------------------------- types
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    size: Size
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A bundle of wires: named axes (order = layout, not meaning) and a dtype."""
+
+    axes: tuple[Axis, ...]
+    dtype: str = "float"  # float | int | bool
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.axes)
+
+    def axis(self, name: str) -> Axis | None:
+        for a in self.axes:
+            if a.name == name:
+                return a
+        return None
+
+    def same(self, other: "TensorType") -> bool:
+        """Equal as types: the same set of axes (with sizes) and dtype."""
+        return (isinstance(other, TensorType) and self.dtype == other.dtype
+                and len(self.axes) == len(other.axes) and set(self.axes) == set(other.axes))
+
+    def __str__(self) -> str:
+        prefix = "" if self.dtype == "float" else self.dtype
+        return prefix + "[" + ", ".join(self.names) + "]"
+
+    def numel(self) -> Size:
+        n = Size.of(1)
+        for a in self.axes:
+            n = n * a.size
+        return n
+
+
+@dataclass(frozen=True)
+class TupleType:
+    items: tuple[Any, ...]
+
+    def same(self, other) -> bool:
+        return (isinstance(other, TupleType) and len(self.items) == len(other.items)
+                and all(a.same(b) for a, b in zip(self.items, other.items)))
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(t) for t in self.items) + ")"
+
+    def flat(self) -> list[TensorType]:
+        out = []
+        for t in self.items:
+            out.extend(t.flat() if isinstance(t, TupleType) else [t])
+        return out
+
+
+def flat_types(t) -> list[TensorType]:
+    return t.flat() if isinstance(t, TupleType) else [t]
+
+
+# ---------------------------------------------------------------- boxes and wires
+
+
+@dataclass(frozen=True)
+class Wire:
+    """One tensor value: its stable name within the diagram and its type."""
+    name: str
+    type: TensorType
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a weight starts: zeros, ones, normal(std), uniform(lo, hi), lecun, glorot.
+
+    `fan_in`/`fan_out` name the axes lecun and glorot scale over.
+    """
+    kind: str
+    args: tuple[float, ...] = ()
+    fan_in: tuple[str, ...] = ()
+    fan_out: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.args:
+            return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A learnable array owned by a box. `name` is local (W, b, scale, ...)."""
+    name: str
+    type: TensorType
+    init: Init
+
+
+@dataclass(frozen=True)
+class Box:
+    """One operation. `inputs`/`outputs` are wire names in the enclosing diagram.
+
+    `body` is the nested diagram of a circuit call (op "call"), a `repeat`
+    block (op "repeat") or a `scan` step (op "scan").
+    """
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: tuple[tuple[str, Any], ...] = ()
+    weights: tuple[Weight, ...] = ()
+    roles: tuple[tuple[str, str], ...] = ()
+    body: "Diagram | None" = None
+    span: Span | None = field(default=None, compare=False)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+    def role(self, axis: str) -> str | None:
+        for a, r in self.roles:
+            if a == axis:
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class Port:
+    """A circuit input or its result: a type and the wires that carry it."""
+    name: str
+    type: Any  # TensorType | TupleType
+    wires: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """One instantiated circuit (its axis parameters bound)."""
+
+    name: str
+    axis_args: tuple[tuple[str, Size], ...]
+    inputs: tuple[Port, ...]
+    output: Port
+    wires: tuple[Wire, ...]
+    boxes: tuple[Box, ...]
+    span: Span | None = field(default=None, compare=False)
+
+    # -- lookups
+    def wire(self, name: str) -> Wire:
+        for w in self.wires:
+            if w.name == name:
+                return w
+        raise KeyError(name)
+
+    def box(self, name: str) -> Box:
+        for b in self.boxes:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    @property
+    def axes(self) -> tuple[Axis, ...]:
+        """Every axis on a wire of this diagram, by first appearance."""
+        seen: dict[str, Axis] = {}
+        for w in self.wires:
+            for a in w.type.axes:
+                seen.setdefault(a.name, a)
+        return tuple(seen.values())
+
+    def free_sizes(self) -> set[str]:
+        """Axis names whose sizes must be given at compile time."""
+        out: set[str] = set()
+        for w in self.wires:
+            for a in w.type.axes:
+                out |= a.size.symbols()
+        for _, wt, _ in self.weights():
+            for a in wt.type.axes:
+                out |= a.size.symbols()
+        for b in self.boxes:
+            c = b.attr("count")
+            if isinstance(c, Size):
+                out |= c.symbols()
+            if b.body is not None:
+                out |= b.body.free_sizes()
+        return out
+
+    def weights(self, prefix: str = "") -> Iterator[tuple[str, Weight, Size]]:
+        """(dotted name, weight, copies) for every weight, nested ones included.
+
+        `copies` is the product of enclosing `repeat` counts (each copy has
+        its own weights).
+        """
+        yield from self._weights(prefix, Size.of(1))
+
+    def _weights(self, prefix: str, copies: Size):
+        for b in self.boxes:
+            for w in b.weights:
+                name = f"{prefix}{b.name}" + (f".{w.name}" if w.name else "")
+                yield name, w, copies
+            if b.body is not None:
+                inner = copies * b.attr("count") if b.op == "repeat" else copies
+                yield from b.body._weights(f"{prefix}{b.name}.", inner)
+
+    def parameter_count(self, bindings: dict[str, int] | None = None) -> Size:
+        total = Size.of(0)
+        for _, w, copies in self.weights():
+            total = total + w.type.numel() * copies
+        return total.bind(bindings) if bindings else total
+
+    def graph(self):
+        """A networkx DiGraph: nodes are boxes plus `input:`/`output` nodes; edges are wires."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        producer: dict[str, str] = {}
+        for port in self.inputs:
+            node = f"input:{port.name}"
+            g.add_node(node, kind="input", port=port)
+            for w in port.wires:
+                producer[w] = node
+        for b in self.boxes:
+            g.add_node(b.name, kind="box", box=b)
+            for w in b.outputs:
+                producer[w] = b.name
+        for b in self.boxes:
+            for w in b.inputs:
+                g.add_edge(producer[w], b.name, wire=w)
+        g.add_node("output", kind="output", port=self.output)
+        for w in self.output.wires:
+            g.add_edge(producer[w], "output", wire=w)
+        return g
+
+    def summary(self, bindings: dict[str, int] | None = None) -> str:
+        ins = ", ".join(f"{p.name}: {p.type}" for p in self.inputs)
+        n_weights = sum(1 for _ in self.weights())
+        params = self.parameter_count(bindings)
+        p = f"{params.value:,}" if params.is_const else str(params)
+        return f"{self.name}({ins}) -> {self.output.type}  {n_weights} weights, {p} parameters"
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, Box]]:
+        """Every box, nested ones included, with its dotted path."""
+        for b in self.boxes:
+            yield prefix + b.name, b
+            if b.body is not None:
+                yield from b.body.walk(prefix + b.name + ".")
+
+    def __repr__(self) -> str:
+        return f"<Diagram {self.summary()}>"
+
+
+# ---------------------------------------------------------------- constants
+
+# A scalar constant folded at check time is a small tree of tuples:
+# ("num", float) | ("axis", name, Size) | ("neg", t) | (op, a, b) | ("fn", name, t)
+_CONST_FNS = {
+    "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "tanh": math.tanh,
+    "square": lambda x: x * x, "relu": lambda x: max(x, 0.0),
+    "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "softplus": lambda x: math.log1p(math.exp(x)),
+}
+
+
+def eval_const(tree, bindings: dict[str, int] | None = None) -> float:
+    kind = tree[0]
+    if kind == "num":
+        return tree[1]
+    if kind == "axis":
+        s = tree[2]
+        return float(s.value if s.is_const else s.evaluate(bindings or {}))
+    if kind == "neg":
+        return -eval_const(tree[1], bindings)
+    if kind == "fn":
+        return float(_CONST_FNS[tree[1]](eval_const(tree[2], bindings)))
+    a, b = eval_const(tree[1], bindings), eval_const(tree[2], bindings)
+    return {"add": a + b, "sub": a - b, "mul": a * b,
+            "div": a / b if b else math.copysign(math.inf, a) if a else math.nan}[kind]
+
+
+def const_label(tree) -> str:
+    kind = tree[0]
+    if kind == "num":
+        v = tree[1]
+        return "inf" if v == math.inf else f"{v:g}"
+    if kind == "axis":
+        return tree[1]
+    if kind == "neg":
+        return "-" + const_label(tree[1])
+    if kind == "fn":
+        return f"{tree[1]}({const_label(tree[2])})"
+    sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[kind]
+    return f"{const_label(tree[1])} {sym} {const_label(tree[2])}"
