@@ -111,7 +111,7 @@ def _snake(name: str) -> str:
 
 
 def _did_you_mean(name: str, options) -> str | None:
-    close = difflib.get_close_matches(name, sorted(set(options)), n=1, cutoff=0.7)
+    close = difflib.get_close_matches(name, sorted(set(options)), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
 
@@ -402,20 +402,21 @@ class Checker:
         candidates = ([base / rel] if base is not None else []) + [_resources.circuits_dir() / rel]
         for cand in candidates:
             real = Path(os.path.realpath(cand))
-            if not any(real == r or r in real.parents for r in self.roots):
+            if not self._inside(real):
                 continue
             if real.is_file():
                 self.load_file(real, self._display(real), use.span)
                 return
-        inside = any(Path(os.path.realpath(c)).parent == Path(os.path.realpath(c)).parent and
-                     any(Path(os.path.realpath(c)) == r or r in Path(os.path.realpath(c)).parents for r in self.roots)
-                     for c in candidates)
+        inside = any(self._inside(Path(os.path.realpath(c))) for c in candidates)
         if not inside:
             self.sink.add(UseOutsideRoots(
                 f"use {rel!r} points outside the search roots; it was not read", use.span,
                 hint="search roots: " + ", ".join(self._display(r) for r in self.roots)))
         else:
             self.sink.add(UseNotFound(f"no file {rel!r} next to this file or in diagrammar's circuits/", use.span))
+
+    def _inside(self, real: Path) -> bool:
+        return any(real == r or r in real.parents for r in self.roots)
 
     def _display(self, p: Path) -> str:
         """A path as the user will recognise it: relative to the working folder when below it."""
@@ -614,7 +615,7 @@ class _CircuitChecker:
                 n = w.type.numel()
                 if n.is_const and n.value > self.ck.max_weight_elements:
                     self.err(SizeTooLarge,
-                             f"weight {w.name or op} has {n.value:,} elements, over the budget of "
+                             f"{op} weight {w.name or 'param'} {w.type} has {n.value:,} elements, over the budget of "
                              f"{self.ck.max_weight_elements:,}", span,
                              hint="check the sizes, or raise max_weight_elements")
         self.b.boxes.append(box)
@@ -1163,9 +1164,10 @@ class _CircuitChecker:
         for name, span in src:
             a = x.type.axis(name)
             if a is None:
+                known = [Axis(n, self.b.axes[n]) if x.type.axis(n) is None else x.type.axis(n)
+                         for n, _ in src if n in self.b.axes or x.type.axis(n) is not None]
                 self.err(ShapeMismatch, f"linear maps {name}, but its input is {x.type}", span,
-                         table=type_table(TensorType(tuple(self.axis(n, s, x.type) for n, s in src)), x.type,
-                                          "mapped", "input"),
+                         table=type_table(TensorType(tuple(known)), x.type, "mapped", "input") if known else [],
                          hint=_did_you_mean(name, x.type.names) or "map axes the input has")
             in_axes.append(a)
         _no_dupes(self, src, "linear's input axes")

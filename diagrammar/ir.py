@@ -446,7 +446,8 @@ class Diagram:
         n_weights = sum(1 for _ in self.weights())
         params = self.parameter_count(bindings)
         p = f"{params.value:,}" if params.is_const else str(params)
-        return f"{self.name}({ins}) -> {self.output.type}  {n_weights} weights, {p} parameters"
+        return (f"{self.name}({ins}) -> {self.output.type}  {n_weights} weight{'s' if n_weights != 1 else ''}, "
+                f"{p} parameter{'s' if p != '1' else ''}")
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Box]]:
         """Every box, nested ones included, with its dotted path."""
@@ -454,6 +455,20 @@ class Diagram:
             yield prefix + b.name, b
             if b.body is not None:
                 yield from b.body.walk(prefix + b.name + ".")
+
+    # -- conveniences that hand the diagram to a backend (imported lazily,
+    # so the IR itself never depends on jax or the renderer)
+    def compile(self, *, rngs, **axis_sizes):
+        """A flax.nnx.Module that runs this diagram (see backends/flax.py)."""
+        from .backends.flax import compile_diagram
+        return compile_diagram(self, rngs=rngs, **axis_sizes)
+
+    def render_svg(self, *, depth: int = 0) -> str:
+        from .backends.svg import render_svg
+        return render_svg(self, depth=depth)
+
+    def _repr_svg_(self) -> str:
+        return self.render_svg()
 
     def __repr__(self) -> str:
         return f"<Diagram {self.summary()}>"

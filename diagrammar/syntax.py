@@ -318,7 +318,7 @@ class _ToAst(Transformer):
 
     @_rule
     def axis_item(self, meta, children):
-        name, size = children
+        name, size = children if len(children) == 2 else (children[0], None)
         return AxisItem(str(name), size, self._span(meta))
 
     # -- top level

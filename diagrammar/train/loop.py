@@ -253,7 +253,7 @@ def train(
                 batch = batch_at(data, seed, step, batch_size)
 
             def loss_fn(params):
-                m = nnx.merge(train_def, params, rest)
+                m = nnx.merge(train_def, params, rest, copy=True)  # fresh Variables at this trace level
                 loss, aux = task.loss(m, batch, True)
                 _, _, new_rest = nnx.split(m, nnx.Param, ...)  # dropout RNG counts, batch stats
                 return loss, (aux, new_rest)
@@ -267,7 +267,7 @@ def train(
         return jax.lax.scan(one_step, (params, rest, opt_state), idx)
 
     def evaluate(params, rest, data):
-        return task.loss(nnx.merge(eval_def, params, rest), data, False)
+        return task.loss(nnx.merge(eval_def, params, rest, copy=True), data, False)
 
     run_chunk = jax.jit(run_chunk, static_argnames="length")
     evaluate = jax.jit(evaluate)
@@ -290,7 +290,7 @@ def train(
         if batch_loss is not None:
             row["batch_loss"] = batch_loss
         if hasattr(task, "analyse"):
-            row.update(_jsonable(task.analyse(nnx.merge(eval_def, params, rest))))
+            row.update(_jsonable(task.analyse(nnx.merge(eval_def, params, rest, copy=True))))
         row["time"] = round(elapsed + time.perf_counter() - t_start, 3)
         row = _jsonable(row)
         history.append(row)
