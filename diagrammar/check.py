@@ -403,17 +403,15 @@ class Checker:
         for cand in candidates:
             real = Path(os.path.realpath(cand))
             if not self._inside(real):
-                continue
+                # refused before it is read, even when it exists
+                self.sink.add(UseOutsideRoots(
+                    f"use {rel!r} points outside the search roots; it was not read", use.span,
+                    hint="search roots: " + ", ".join(self._display(r) for r in self.roots)))
+                return
             if real.is_file():
                 self.load_file(real, self._display(real), use.span)
                 return
-        inside = any(self._inside(Path(os.path.realpath(c))) for c in candidates)
-        if not inside:
-            self.sink.add(UseOutsideRoots(
-                f"use {rel!r} points outside the search roots; it was not read", use.span,
-                hint="search roots: " + ", ".join(self._display(r) for r in self.roots)))
-        else:
-            self.sink.add(UseNotFound(f"no file {rel!r} next to this file or in diagrammar's circuits/", use.span))
+        self.sink.add(UseNotFound(f"no file {rel!r} next to this file or in diagrammar's circuits/", use.span))
 
     def _inside(self, real: Path) -> bool:
         return any(real == r or r in real.parents for r in self.roots)
@@ -738,7 +736,7 @@ class _CircuitChecker:
                 seen.add(p.name)
                 if p.name in self.b.axes:
                     self.err(AxisValueClash, f"{p.name} is an axis and cannot also name an input", p.span,
-                             hint="rename the input, e.g. x_" + p.name)
+                             hint=f"rename the input, e.g. {p.name}_")
                 ptype = self.resolve_type(p.type)
             except CircuitError as e:
                 self.ck.sink.add(e)
@@ -1121,27 +1119,30 @@ class _CircuitChecker:
         out = TensorType(t.type.axes, dtype)
         return self.add_box(f, [t.wire], [out], node.span, roles=_passing(out))[0]
 
-    def _elementwise(self, node, names, op, dtype_fn):
-        ts = [self.tensor(self.expr(names[k]), names[k].span) for k in names]
+    def _elementwise(self, node, args, op, dtype_fn):
+        ts = [self.tensor(self.expr(v), v.span) for v in args.values()]
+        return self._elementwise_values(node, ts, op, dtype_fn)
+
+    def _elementwise_values(self, node, ts, op, dtype_fn):
         t = self.broadcast(ts, node.span, f"cannot apply {op}")
         out = TensorType(t.axes, dtype_fn(ts))
         return self.add_box(op, [x.wire for x in ts], [out], node.span, roles=_passing(out))[0]
 
     def op_maximum(self, node, args):
-        return self._elementwise(node, {"a": args["a"], "b": args["b"]}, "maximum",
-                                 lambda ts: _promote(ts[0].type.dtype, ts[1].type.dtype))
+        return self._elementwise(node, args, "maximum", lambda ts: _promote(ts[0].type.dtype, ts[1].type.dtype))
 
     def op_minimum(self, node, args):
-        return self._elementwise(node, {"a": args["a"], "b": args["b"]}, "minimum",
-                                 lambda ts: _promote(ts[0].type.dtype, ts[1].type.dtype))
+        return self._elementwise(node, args, "minimum", lambda ts: _promote(ts[0].type.dtype, ts[1].type.dtype))
 
     def op_where(self, node, args):
         cond = self.tensor(self.expr(args["cond"]), args["cond"].span, "the condition")
         if cond.type.dtype != "bool":
             self.err(ShapeMismatch, f"where's condition must be bool, got {cond.type}", args["cond"].span,
                      hint="comparisons (<, <=, >, >=, ==) give bool bundles")
-        return self._elementwise(node, args, "where",
-                                 lambda ts: _promote(ts[1].type.dtype, ts[2].type.dtype))
+        a = self.tensor(self.expr(args["a"]), args["a"].span)
+        b = self.tensor(self.expr(args["b"]), args["b"].span)
+        return self._elementwise_values(node, [cond, a, b], "where",
+                                        lambda ts: _promote(ts[1].type.dtype, ts[2].type.dtype))
 
     def op_dropout(self, node, args):
         t = self.float_tensor(self.expr(args["x"]), args["x"].span)

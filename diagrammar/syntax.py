@@ -389,7 +389,7 @@ class _ToAst(Transformer):
     # -- statements
     @_rule
     def param_stmt(self, meta, children):
-        name, typ, init = children
+        name, typ, init = children if len(children) == 3 else (children[0], children[1], None)
         return ParamStmt(str(name), typ, init, self._span(meta), self._tok(name))
 
     @_rule
@@ -430,6 +430,10 @@ class _ToAst(Transformer):
     gt = _binop("gt")
     ge = _binop("ge")
     eq = _binop("eq")
+
+    @_rule
+    def paren(self, meta, children):
+        return children[0]
 
     @_rule
     def neg(self, meta, children):

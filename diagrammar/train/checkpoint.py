@@ -144,15 +144,15 @@ def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
         if _is_key(want):
             want_data = jax.random.key_data(want)
             if got.shape != want_data.shape or got.dtype != want_data.dtype:
-                raise CheckpointMismatch(f"{path}: RNG key {name} has the wrong shape or dtype")
+                raise CheckpointMismatch(f"{path} was written for a different model: RNG key {name} differs")
             restored.append(jax.random.wrap_key_data(got, impl=jax.random.key_impl(want)))
             continue
         want_shape = np.shape(want)
         want_dtype = want.dtype if hasattr(want, "dtype") else np.asarray(want).dtype
         if got.shape != tuple(want_shape) or got.dtype != want_dtype:
             raise CheckpointMismatch(
-                f"{path}: {name} is {got.dtype}{list(got.shape)} in the checkpoint "
-                f"but {want_dtype}{list(want_shape)} in the model"
+                f"{path} was written for a different model: {name} is {got.dtype}{list(got.shape)} "
+                f"in the checkpoint but {want_dtype}{list(want_shape)} here"
             )
         restored.append(jax.numpy.asarray(got))
     return jax.tree_util.tree_unflatten(treedef, restored), meta

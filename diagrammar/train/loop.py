@@ -306,11 +306,12 @@ def train(
     last_plot = t_start
     stopped = False
     bar = _progress_bar(progress, steps, step)
+    post: dict[str, str] = {}
     try:
         if not history:
             row = log_eval(None)
             save_checkpoint()
-            _show(bar, row, None, None)
+            _show(bar, post, row, None, None)
         while step < steps and not stopped:
             end = next_boundary(step)
             (new_params, new_rest, new_opt), (losses, aux) = run_chunk(
@@ -328,9 +329,9 @@ def train(
             if step % eval_every == 0 or step == steps:
                 row = log_eval(float(losses.mean()))
                 stopped = bool(stop_when is not None and stop_when(row))
-                _show(bar, row, float(losses[-1]), last_aux)
+                _show(bar, post, row, float(losses[-1]), last_aux)
             else:
-                _show(bar, None, float(losses[-1]), last_aux)
+                _show(bar, post, None, float(losses[-1]), last_aux)
             if step % checkpoint_every == 0 or step == steps or stopped:
                 save_checkpoint()
             if out is not None and time.perf_counter() - last_plot >= plot_every_seconds:
@@ -386,18 +387,21 @@ def _progress_bar(enabled: bool, total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr, leave=True)
 
 
-def _show(bar, row: dict[str, Any] | None, loss: float | None, aux: dict[str, float] | None) -> None:
-    post: dict[str, str] = {}
+def _fmt(x: Any, spec: str) -> str:
+    return format(x, spec) if isinstance(x, (int, float)) else str(x)  # "nan"/"inf" arrive as strings
+
+
+def _show(bar, post: dict[str, str], row: dict[str, Any] | None, loss: Any, aux: dict[str, float] | None) -> None:
+    """Update the bar's postfix in place: latest batch loss/acc, latest eval accuracies."""
     if loss is not None:
-        post["loss"] = f"{loss:.3g}"
+        post["loss"] = _fmt(loss, ".3g")
     if aux and "acc" in aux:
-        post["acc"] = f"{aux['acc']:.3f}"
+        post["acc"] = _fmt(aux["acc"], ".3f")
     if row is not None:
         if loss is None and "train_loss" in row:
-            post["loss"] = f"{row['train_loss']:.3g}"
+            post["loss"] = _fmt(row["train_loss"], ".3g")
         if "train_acc" in row:
-            post["acc"] = f"{row['train_acc']:.3f}"
+            post["acc"] = _fmt(row["train_acc"], ".3f")
         if "test_acc" in row:
-            post["test_acc"] = f"{row['test_acc']:.3f}"
-    bar._last_post = {**getattr(bar, "_last_post", {}), **post}
-    bar.set_postfix(bar._last_post, refresh=True)
+            post["test_acc"] = _fmt(row["test_acc"], ".3f")
+    bar.set_postfix(post, refresh=True)

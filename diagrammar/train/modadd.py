@@ -216,12 +216,13 @@ def fourier_spectrum(w: Any, p: int, axis: int | None = None, key_mass: float = 
 def find_input_weight(model: nnx.Module, p: int, name: str | None = None) -> tuple[str, np.ndarray, int]:
     """Find the embedding or first-layer weight of a modular-arithmetic model.
 
-    Looks for an ``nnx.Param`` with an axis of size ``p`` (or ``p + 1``, an
-    embedding whose extra row is the "=" token; only its first ``p`` rows are
-    kept) that is not the last axis: weights are laid out ``[IN..., OUT]``, so
-    this prefers maps *from* the one-hot inputs to the unembedding
-    ``[hidden, p]``, and skips biases. Then names containing "embed" win, then
-    the weight with the most entries.
+    Candidates are ``nnx.Param``s of rank >= 2 with an axis over ``Z_p``: an
+    axis of size ``p``; of size ``p + 1`` (an embedding whose extra row is the
+    "=" token; its first ``p`` rows are kept); or, as an input axis, of size
+    ``2p`` or ``3p`` (one-hot inputs concatenated rather than stacked; split
+    into ``[k, p]``). Weights are laid out ``[IN..., OUT]``, so an input axis
+    beats the last axis (this skips the unembedding ``[hidden, p]``); then
+    names containing "embed" win, then the weight with the most entries.
 
     Args:
       model: the module to search.
@@ -229,41 +230,45 @@ def find_input_weight(model: nnx.Module, p: int, name: str | None = None) -> tup
       name: a dotted path (e.g. ``"layer1.kernel"``) to use instead of searching.
 
     Returns:
-      ``(dotted name, weight as numpy, index of the p axis)``.
+      ``(dotted name, weight as numpy with one axis of size p, index of that axis)``.
 
     Raises:
-      LookupError: nothing fits (or ``name`` does not exist).
+      LookupError: nothing fits (or ``name`` does not exist or does not fit).
     """
     found = []
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         dotted = ".".join(str(k) for k in path)
+        if name is not None and dotted != name:
+            continue
         value = np.asarray(var.get_value() if isinstance(var, nnx.Variable) else var)
-        if name is not None:
-            if dotted == name or dotted.removesuffix(".value") == name:
-                axes = [i for i, n in enumerate(value.shape) if n in (p, p + 1)]
-                if not axes:
-                    raise LookupError(f"{name} has shape {list(value.shape)}: no axis of size {p}")
-                return dotted, _take_p(value, axes[0], p), axes[0]
+        form = _p_axis(value, p)
+        if form is None:
+            if name is not None:
+                raise LookupError(f"{name} has shape {list(value.shape)}: no axis over Z_{p}")
             continue
-        if value.ndim < 2:
-            continue
-        for size in (p, p + 1):
-            axes = [i for i, n in enumerate(value.shape) if n == size]
-            if axes:
-                # An input axis (not last) beats an output axis; then "embed", exact p, size.
-                rank = (axes[0] == value.ndim - 1, "embed" not in dotted.lower(), size != p, -value.size, dotted)
-                found.append((rank, dotted, value, axes[0]))
-                break
-    if name is not None:
-        raise LookupError(f"no parameter named {name}")
+        w, axis, is_last, exact = form
+        found.append(((is_last, "embed" not in dotted.lower(), not exact, -value.size, dotted), dotted, w, axis))
     if not found:
-        raise LookupError(f"no parameter with an input axis of size p = {p}")
-    _, dotted, value, axis = min(found, key=lambda t: t[0])
-    return dotted, _take_p(value, axis, p), axis
+        raise LookupError(f"no parameter named {name}" if name is not None
+                          else f"no parameter with an axis of size p = {p}")
+    _, dotted, w, axis = min(found, key=lambda t: t[0])
+    return dotted, w, axis
 
 
-def _take_p(w: np.ndarray, axis: int, p: int) -> np.ndarray:
-    return np.take(w, np.arange(p), axis=axis) if w.shape[axis] != p else w
+def _p_axis(w: np.ndarray, p: int) -> tuple[np.ndarray, int, bool, bool] | None:
+    """View ``w`` with one axis of size p: (weight, axis, that axis is the last, no reshaping needed)."""
+    if w.ndim < 2:
+        return None
+    for i, n in enumerate(w.shape):
+        if n == p:
+            return w, i, i == w.ndim - 1, True
+    for i, n in enumerate(w.shape):
+        if n == p + 1:
+            return np.take(w, np.arange(p), axis=i), i, i == w.ndim - 1, False
+    for i, n in enumerate(w.shape[:-1]):
+        if n in (2 * p, 3 * p):
+            return w.reshape(w.shape[:i] + (n // p, p) + w.shape[i + 1:]), i + 1, False, False
+    return None
 
 
 class ModAddMLP(nnx.Module):
