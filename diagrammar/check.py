@@ -1699,11 +1699,11 @@ class _CircuitChecker:
             out[item.name] = s
         return out
 
-    def match_args(self, callee: Diagram, values: list, spans: list, what: str):
+    def match_args(self, callee: Diagram, values: list, spans: list, what: str, span: Span):
         """Match argument values to the callee's inputs; returns (wires, batch axes)."""
         if len(values) != len(callee.inputs):
             self.err(WrongArity, f"{what} takes {len(callee.inputs)} input{'s' if len(callee.inputs) != 1 else ''}"
-                     f" ({', '.join(p.name for p in callee.inputs)}), got {len(values)}", spans[-1] if spans else None)
+                     f" ({', '.join(p.name for p in callee.inputs)}), got {len(values)}", span)
         batch: dict[str, Axis] = {}
         wires = []
         inner_axes = {a.name for a in callee.axes}
@@ -1748,7 +1748,7 @@ class _CircuitChecker:
         callee = self.ck.instantiate(node.func, sizes, node.span)
         if callee is None:
             raise _Skip()
-        wires, batch = self.match_args(callee, values, spans, node.func)
+        wires, batch = self.match_args(callee, values, spans, node.func, node.span)
         out_types = [TensorType(tuple(batch) + t.axes, t.dtype) for t in flat_types(callee.output.type)]
         self._check_outer_sizes(out_types, node.span, node.func)
         roles = {}
@@ -1832,7 +1832,7 @@ class _CircuitChecker:
                      f"{len(state_args)} state, {len(x_vals)} sequence and {len(consts)} const input"
                      f"{'s' if len(consts) != 1 else ''}", node.span,
                      hint=f"{step_name}(state, x_t..., consts...) -> (state, y_t)")
-        wires, batch = self.match_args(step, args, spans, f"step {step_name}")
+        wires, batch = self.match_args(step, args, spans, f"step {step_name}", node.span)
         if any(a.name == t_name for a in batch):
             self.err(ShapeMismatch, f"the step would broadcast over the scanned axis {t_name}", node.span)
         # the step returns (state, y) or, with a spread tuple state, (s1, ..., sn, y)

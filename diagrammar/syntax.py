@@ -582,7 +582,9 @@ def _translate(e: UnexpectedInput, text: str, file: str, parser: Lark) -> Circui
         return CircuitSyntaxError("unexpected end of file; expected " + _one_of(expected), span, source=text)
     assert isinstance(e, UnexpectedToken)
     tok = e.token
-    expected = sorted({_describe(t, parser) for t in e.expected if not t.startswith("__")})
+    # `accepts` is what the parser state really takes; `expected` may include
+    # terminals the indenter always lets through
+    expected = sorted({_describe(t, parser) for t in (getattr(e, "accepts", None) or e.expected)})
     if tok.type == "$END":
         lines = text.splitlines() or [""]
         n = len(lines)
@@ -604,7 +606,9 @@ def _translate(e: UnexpectedInput, text: str, file: str, parser: Lark) -> Circui
         span = Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
         found = repr(str(tok))
     hint = None
-    if "':'" in expected and len(expected) <= 3:
+    if ("')'" in expected or "']'" in expected) and tok.type not in ("RPAR", "RSQB"):
+        hint = "is a bracket left open before this point?"
+    elif "':'" in expected and len(expected) <= 3:
         hint = "a circuit header or `repeat N` ends with ':' and an indented block"
     elif "'->'" in expected and tok.type == "COLON":
         hint = "a circuit header names its result type: circuit Name(x: [d]) -> [d]:"
