@@ -8,6 +8,7 @@ raised together at the end. It never imports a backend.
 from __future__ import annotations
 
 import difflib
+import gc
 import math
 import os
 import re
@@ -1940,6 +1941,23 @@ def _same_type(a, b) -> bool:
 # ---------------------------------------------------------------- entry points
 
 
+class _NoCycleCollection:
+    """Pause the cyclic garbage collector while checking.
+
+    Checking allocates many small objects and no cycles worth collecting; a
+    generational collection every few thousand allocations re-walks the whole
+    young heap and made checking time grow faster than program size.
+    """
+
+    def __enter__(self):
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was_enabled:
+            gc.enable()
+
+
 def _check(checker: Checker, root_module: S.Module | None, root: str) -> Program:
     checker.resolve_axes()
     diagrams: dict[str, Diagram] = {}
@@ -1967,8 +1985,9 @@ def load(path, *, max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS) -> Pro
     checker = Checker([path.parent, _resources.circuits_dir()], max_weight_elements)
     if not path.is_file():
         raise UseNotFound(f"no such file: {path}")
-    module = checker.load_file(path, display)
-    return _check(checker, module, display)
+    with _NoCycleCollection():
+        module = checker.load_file(path, display)
+        return _check(checker, module, display)
 
 
 def parse(text: str, name: str = "<text>", *, root: str | os.PathLike | None = None,
@@ -1981,5 +2000,6 @@ def parse(text: str, name: str = "<text>", *, root: str | os.PathLike | None = N
     """
     roots = ([Path(root)] if root is not None else []) + [_resources.circuits_dir()]
     checker = Checker(roots, max_weight_elements)
-    module = checker.load_text(text, name, f"<text:{name}>", Path(root) if root is not None else None)
-    return _check(checker, module, name)
+    with _NoCycleCollection():
+        module = checker.load_text(text, name, f"<text:{name}>", Path(root) if root is not None else None)
+        return _check(checker, module, name)

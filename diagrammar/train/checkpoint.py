@@ -105,8 +105,11 @@ def save(path: str | os.PathLike, tree: Any, meta: dict[str, Any]) -> Path:
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Read only the metadata record of a checkpoint."""
-    with np.load(path, allow_pickle=False) as z:
-        return json.loads(bytes(z[_META]).decode("utf-8"))
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            return json.loads(bytes(z[_META]).decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as e:
+        raise CheckpointMismatch(f"{path}: not a readable checkpoint ({e})") from None
 
 
 def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
@@ -125,10 +128,11 @@ def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
         shape or dtype.
     """
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # Open the file ourselves: np.load leaks its handle when the zip is corrupt.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             meta = json.loads(bytes(z[_META]).decode("utf-8"))
             stored = [z[f"leaf_{i:05d}"] for i in range(meta["n_leaves"])]
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as e:
         raise CheckpointMismatch(f"{path}: not a readable checkpoint ({e})") from None
     leaves, treedef = jax.tree_util.tree_flatten(template)
     paths = _leaf_paths(template)

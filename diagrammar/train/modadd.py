@@ -299,4 +299,11 @@ class ModAddMLP(nnx.Module):
         else:
             x = jnp.stack([jax.nn.one_hot(a, self.p), jax.nn.one_hot(b, self.p)], axis=-2)
             pre = jnp.einsum("...ip,iph->...h", x, w1)
-        return jax.nn.relu(pre + self.b1[...]) @ self.w2[...] + self.b2[...]
+        h = jax.nn.relu(pre + _lead(self.b1[...], pre.ndim))
+        out = h @ self.w2[...]
+        return out + _lead(self.b2[...], out.ndim)
+
+
+def _lead(bias: jax.Array, ndim: int) -> jax.Array:
+    # Explicit leading axes, so the model also runs under jax_numpy_rank_promotion="raise".
+    return jnp.reshape(bias, (1,) * (ndim - 1) + bias.shape)
