@@ -167,8 +167,9 @@ def summary(name: str, result: Any, target: float | None, total_seconds: float) 
     m = result.metrics
     lines = []
     why = f" (reached test accuracy {target:g})" if result.stopped_early else ""
+    again = f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
     lines.append(f"{name}: {result.step} steps in {result.wall_time:.1f} s of training{why}; "
-                 f"{total_seconds:.1f} s in this run")
+                 f"{total_seconds:.1f} s in this run{again}")
     if "train_acc" in m:
         lines.append(f"  accuracy  train {m['train_acc']:.4f}   test {m.get('test_acc', float('nan')):.4f}")
         lines.append(f"  loss      train {m['train_loss']:.4g}   test {m.get('test_loss', float('nan')):.4g}")

@@ -69,7 +69,9 @@ class Task(Protocol):
 
     Data are dicts of arrays sharing a leading example axis. ``loss`` calls the
     model itself, so each task decides how its inputs map onto the model's
-    positional arguments (modular addition calls ``model(a, b)``).
+    positional arguments (modular addition calls ``model(a, b)``). Evaluation
+    runs ``loss`` in eval mode on the whole of ``train_data`` and ``test_data``
+    in one call each.
 
     Optional members, used when present:
       ``analyse(model) -> dict``: extra JSON-able metrics at eval points.
@@ -92,7 +94,8 @@ class Task(Protocol):
 
 @dataclasses.dataclass
 class TrainResult:
-    """Outcome of :func:`train`. ``metrics`` is the last logged row of ``history``."""
+    """Outcome of :func:`train`. ``metrics`` is the last logged row of ``history``;
+    ``wall_time`` adds up every session of a resumed run."""
 
     step: int
     metrics: dict[str, Any]
@@ -102,6 +105,7 @@ class TrainResult:
     checkpoint: Path | None = None
     stopped_early: bool = False
     files: list[Path] = dataclasses.field(default_factory=list)
+    resumed_from: int | None = None
 
 
 def default_optimizer(
@@ -219,7 +223,7 @@ def train(
     eval_def, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)
 
-    step, history, elapsed, last_ckpt_step = 0, [], 0.0, None
+    step, history, elapsed, last_ckpt_step, resumed_from = 0, [], 0.0, None, None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_file.exists():
@@ -231,7 +235,7 @@ def train(
                         "use another output directory or start afresh (resume=False, --fresh)"
                     )
             step, history, elapsed = int(meta["step"]), list(meta["history"]), float(meta["wall_time"])
-            last_ckpt_step = step
+            last_ckpt_step = resumed_from = step
             _write_lines(metrics_file, history)
         else:
             if ckpt_file.exists():
@@ -304,7 +308,8 @@ def train(
 
     t_start = time.perf_counter()
     last_plot = t_start
-    stopped = False
+    # A finished run that met its stopping rule stays finished when the same command is run again.
+    stopped = bool(history and stop_when is not None and stop_when(history[-1]))
     bar = _progress_bar(progress, steps, step)
     post: dict[str, str] = {}
     try:
@@ -361,6 +366,7 @@ def train(
         checkpoint=ckpt_file if last_ckpt_step is not None else None,
         stopped_early=stopped,
         files=files,
+        resumed_from=resumed_from,
     )
 
 
