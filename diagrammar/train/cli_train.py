@@ -115,12 +115,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = compile_circuit(args.file, args.circuit, args.seed, axis_sizes)
     except circuit_error as e:
-        print(str(e), file=sys.stderr)
+        print(e.format() if hasattr(e, "format") else str(e), file=sys.stderr)
         return 1
     except FileNotFoundError as e:
         return _error(f"{args.file}: {e.strerror or e}")
-    except KeyError:
-        return _error(f"{args.file} has no circuit named {args.circuit!r}")
+    except KeyError as e:
+        return _error(str(e.args[0]) if e.args else f"{args.file} has no circuit named {args.circuit!r}")
     except (TypeError, ValueError) as e:
         return _error(f"cannot compile {args.circuit} from {args.file}: {e}")
 

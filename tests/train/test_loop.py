@@ -49,6 +49,10 @@ def test_mlp_learns_modadd_to_full_train_accuracy(tmp_path):
     # The model object now holds the trained weights.
     loss, aux = task.loss(model, task.train_data, False)
     assert float(aux["acc"]) == 1.0
+    # Running the same thing again resumes a finished run: nothing more to do.
+    again = train(MLP(P, 128, rngs=nnx.Rngs(0)), task, steps=3000, optimizer=default_optimizer(3e-3, 1.0),
+                  steps_per_call=50, out_dir=tmp_path, progress=False, stop_when=lambda m: m["train_acc"] == 1.0)
+    assert again.step == result.step and again.resumed_from == result.step and again.stopped_early
 
 
 @pytest.mark.parametrize("interrupt", ["stop", "keyboard"])

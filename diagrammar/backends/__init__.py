@@ -1,0 +1,1 @@
+"""Backends: maps from the typed diagram (diagrammar.ir) to figures, modules and cost reports."""

@@ -1,0 +1,386 @@
+"""Backend: the typed diagram as a graphviz dataflow view (DOT text; SVG/PNG through `dot`).
+
+This is the plain engineering view next to the neural circuit diagram: one
+node per box, one edge per wire use labelled with the wire's type, the
+circuit's inputs and result as their own nodes. Sub-circuit calls, `repeat`
+blocks and `scan` steps are single nodes (a `box3d` "prism", as Abbott draws a
+collapsed block) until `depth` expands them into clusters.
+
+Invariants the golden tests rely on:
+- `to_dot` is a pure function of the IR: nodes, clusters and edges come out in
+  the IR's own (topological) order, every attribute is written in a fixed
+  order, and nothing depends on hashing, time or the installed graphviz.
+- Node ids are the dotted box paths of `Diagram.weights()` (`repeat.x.ln`);
+  box names never contain `.`, `>` or `<`, so ports are `path>name` (inputs)
+  and `path<name` (result) and cannot collide with a box.
+- Every edge is written once, at the top level, after all nodes: an edge
+  written inside a cluster would pull its outer endpoint into that cluster.
+
+Graphviz itself is needed only by `render_dot`, which runs the `dot` binary.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from ..ir import Box, Diagram, Size, TupleType
+
+__all__ = ["to_dot", "render_dot", "GraphvizNotFound", "FORMATS"]
+
+FORMATS = ("svg", "png", "pdf")
+
+INSTALL_HINT = (
+    "render_dot needs graphviz's `dot` program, which is not on PATH. Install graphviz: "
+    "`apt-get install graphviz` (Debian, Ubuntu), `brew install graphviz` (macOS), "
+    "or see https://graphviz.org/download/. Without it, to_dot() still gives the DOT text, "
+    "and render_svg() draws the circuit diagram in pure Python."
+)
+
+# ---------------------------------------------------------------- look
+
+_GRAPH_ATTRS = (("rankdir", "LR"), ("newrank", "true"), ("fontname", "Helvetica"), ("fontsize", "12"),
+                ("labelloc", "t"), ("nodesep", "0.25"), ("ranksep", "0.4"))
+_NODE_ATTRS = (("shape", "box"), ("style", "rounded"), ("fontname", "Helvetica"), ("fontsize", "11"),
+               ("height", "0.3"), ("margin", "0.08,0.04"), ("color", "#4a5568"))
+_EDGE_ATTRS = (("fontname", "Helvetica"), ("fontsize", "9"), ("color", "#718096"),
+               ("fontcolor", "#2d3748"), ("arrowsize", "0.6"))
+
+_PORT = (("shape", "ellipse"), ("style", "filled"), ("fillcolor", "#e2e8f0"))
+_INNER_PORT = (("shape", "ellipse"), ("style", "dashed"), ("fontsize", "10"))
+_LEARNED = (("style", "rounded,filled"), ("fillcolor", "#fef3c7"))
+_BLOCK = (("shape", "box3d"), ("style", "filled"), ("fillcolor", "#dbe7f6"))
+_POINTWISE = (("shape", "circle"), ("width", "0.3"), ("margin", "0"))
+_CONST = (("shape", "plaintext"),)
+_CLUSTER = (("style", "rounded,filled"), ("color", "#94a3b8"), ("fillcolor", "#f1f5f9"))
+_CARRY = (("style", "dashed"), ("color", "#2b6cb0"), ("fontcolor", "#2b6cb0"), ("constraint", "false"))
+
+# element-wise operations drawn as a small circle with their symbol
+_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "-x",
+            "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
+_OVER = {"sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "argmax", "layernorm", "rmsnorm", "dot"}
+_BLOCK_OPS = {"call", "repeat", "scan"}
+
+
+# ---------------------------------------------------------------- DOT text
+
+
+def to_dot(diagram: Diagram, *, depth: int = 0) -> str:
+    """The diagram as graphviz DOT text, deterministic byte for byte.
+
+    Args:
+        diagram: a checked diagram (`diagrammar.load(path)[name]`).
+        depth: how many levels of sub-circuit calls, `repeat` blocks and
+            `scan` steps to expand into clusters; deeper ones stay single
+            nodes. A `repeat` whose body is one call (`repeat 4: x = Block(x)`)
+            counts as one level, drawn as `Block ×4`.
+
+    Returns:
+        The DOT source of a left-to-right digraph.
+
+    Example:
+        >>> import diagrammar
+        >>> program = diagrammar.parse('''
+        ... axis d = 8
+        ... circuit Scale(x: [d]) -> [d]:
+        ...     param s: [d] = ones
+        ...     return x * s
+        ... ''')
+        >>> text = to_dot(program["Scale"])
+        >>> '"out" [label="*"' in text and 'label="[d]"' in text
+        True
+    """
+    if depth < 0:
+        raise ValueError(f"depth must be 0 or more, got {depth}")
+    return _DotWriter().graph(diagram, depth)
+
+
+def render_dot(diagram: Diagram, fmt: str = "svg", depth: int = 0) -> bytes:
+    """Lay the DOT view out with graphviz's `dot` and return the image bytes.
+
+    Args:
+        diagram: the diagram to draw.
+        fmt: "svg", "png" or "pdf".
+        depth: as for `to_dot`.
+
+    Returns:
+        The file contents `dot -T<fmt>` writes.
+
+    Raises:
+        GraphvizNotFound: `dot` is not installed (the message says how to install it).
+        ValueError: an unknown format.
+        RuntimeError: `dot` failed (its message is included).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"render_dot makes {', '.join(FORMATS)}; got {fmt!r}")
+    text = to_dot(diagram, depth=depth)
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphvizNotFound(INSTALL_HINT)
+    proc = subprocess.run([exe, f"-T{fmt}"], input=text.encode("utf-8"), capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip()
+        raise RuntimeError(f"graphviz's dot failed (exit status {proc.returncode}): {detail}")
+    return proc.stdout
+
+
+class GraphvizNotFound(RuntimeError):
+    """The `dot` program of graphviz is not installed."""
+
+
+# ---------------------------------------------------------------- the writer
+
+
+class _DotWriter:
+    """Accumulates node and cluster lines, and the edges that are written last."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.edges: list[str] = []
+        self.axes: dict[tuple[str, str], None] = {}  # (name, size) of every axis shown, in order
+
+    def graph(self, d: Diagram, depth: int) -> str:
+        self._diagram(d, "", depth, top=True, indent="  ")
+        ins = ", ".join(f"{p.name}: {p.type}" for p in d.inputs)
+        args = ", ".join(f"{k} = {v}" for k, v in d.axis_args)
+        title = f"<B>{_esc(d.name)}</B>{_esc((f'[{args}]' if args else '') + f'({ins}) -> {d.output.type}')}"
+        # an axis bound only at compile time has itself as its size: just its name
+        legend = ", ".join(n if s == n else f"{n} = {s}" for n, s in self.axes)
+        if legend:
+            title += f'<BR/><FONT POINT-SIZE="10">{_esc(legend)}</FONT>'
+        out = [f"digraph {_q(d.name)} {{"]
+        out.append("  graph [" + _attrs(_GRAPH_ATTRS + (("label", f"<{title}>"),)) + "];")
+        out.append("  node [" + _attrs(_NODE_ATTRS) + "];")
+        out.append("  edge [" + _attrs(_EDGE_ATTRS) + "];")
+        out.extend(self.lines)
+        out.extend("  " + e for e in self.edges)
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+    def _node(self, indent: str, node_id: str, attrs) -> None:
+        self.lines.append(f"{indent}{_q(node_id)} [{_attrs(attrs)}];")
+
+    def _edge(self, src: str, dst: str, label: str, extra=()) -> None:
+        self.edges.append(f"{_q(src)} -> {_q(dst)} [{_attrs((('label', _q(label)),) + tuple(extra))}];")
+
+    def _diagram(self, d: Diagram, prefix: str, depth: int, *, top: bool, indent: str):
+        """Write one diagram's nodes; returns its (input, result) nodes, one per wire.
+
+        `prefix` is the dotted path of the enclosing boxes ("" at the top).
+        """
+        types = {w.name: w.type for w in d.wires}
+        for w in d.wires:
+            for a in w.type.axes:
+                self.axes.setdefault((a.name, str(a.size)), None)
+        producer: dict[str, str] = {}
+        in_nodes: list[str] = []
+        for port in d.inputs:
+            for node_id, label, w in _port_nodes(f"{prefix}>", port):
+                self._port(indent, node_id, label, types[w], top)
+                producer[w] = node_id
+                in_nodes.append(node_id)
+        for b in d.boxes:
+            slots_in, slots_out = self._box(b, prefix, depth, indent)
+            for w, target in zip(b.inputs, slots_in):
+                self._edge(producer[w], target, str(types[w]))
+            for w, source in zip(b.outputs, slots_out):
+                producer[w] = source
+        out_nodes: list[str] = []
+        for node_id, label, w in _port_nodes(f"{prefix}<", d.output):
+            self._port(indent, node_id, label, types[w], top)
+            self._edge(producer[w], node_id, str(types[w]))
+            out_nodes.append(node_id)
+        return in_nodes, out_nodes
+
+    def _port(self, indent: str, node_id: str, label: str, wire_type, top: bool) -> None:
+        if top:  # the circuit's own inputs and result say their type; inner ports leave it to the edges
+            text = f"<<B>{_esc(label)}</B><BR/>{_esc(str(wire_type))}>"
+            self._node(indent, node_id, (("label", text),) + _PORT)
+        else:
+            self._node(indent, node_id, (("label", _q(label)),) + _INNER_PORT)
+
+    def _box(self, b: Box, prefix: str, depth: int, indent: str):
+        """Write a box as a node or an expanded cluster; returns its (input, output) endpoints."""
+        node_id = prefix + b.name
+        if b.op in _BLOCK_OPS and b.body is not None:
+            block = _block_view(b, prefix)
+            if depth > 0:
+                return self._cluster(b, block, depth, indent)
+            self._node(indent, node_id, (("label", _block_label(b, block)),) + _BLOCK
+                       + (("tooltip", _q(node_id)),))
+            return [node_id] * len(b.inputs), [node_id] * len(b.outputs)
+        if b.op in _SYMBOLS:
+            attrs = (("label", _q(_SYMBOLS[b.op])),) + _POINTWISE
+        elif b.op == "const":
+            attrs = (("label", _q(str(b.attr("label", "const")))),) + _CONST
+        else:
+            attrs = (("label", _box_label(b, prefix)),) + (_LEARNED if b.weights else ())
+        self._node(indent, node_id, attrs + (("tooltip", _q(node_id)),))
+        return [node_id] * len(b.inputs), [node_id] * len(b.outputs)
+
+    def _cluster(self, b: Box, block: "_Block", depth: int, indent: str):
+        cluster_id = "cluster_" + block.prefix.rstrip(".")
+        self.lines.append(f"{indent}subgraph {_q(cluster_id)} {{")
+        inner = indent + "  "
+        self.lines.append(f"{inner}graph [{_attrs((('label', _block_label(b, block)),) + _CLUSTER)}];")
+        in_nodes, out_nodes = self._diagram(block.body, block.prefix, depth - 1, top=False, indent=inner)
+        self.lines.append(f"{indent}}}")
+        # the state a scan step or a repeated block hands to its next copy
+        body_types = {w.name: w.type for w in block.body.wires}
+        for i in range(block.carried):
+            self._edge(out_nodes[i], in_nodes[i], str(body_types[block.body.output.wires[i]]), _CARRY)
+        # the body's result wires are the box's outputs, slot for slot (a scan's ys gain its axis)
+        return in_nodes, out_nodes
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What a call, repeat or scan box shows: the body drawn and how to name it."""
+
+    body: Diagram
+    prefix: str  # dotted path of the body's boxes
+    title: str
+    carried: int  # leading inputs fed back from the result (scan state, repeat carry)
+    batch: tuple  # axes the call is broadcast over
+
+
+def _block_view(b: Box, prefix: str) -> _Block:
+    path = f"{prefix}{b.name}."
+    batch = tuple(b.attr("batch", ()) or ())
+    if b.op == "call":
+        return _Block(b.body, path, _circuit_title(b), 0, batch)
+    if b.op == "scan":
+        title = f"scan {_circuit_title(b)} along {b.attr('along')}"
+        return _Block(b.body, path, title, int(b.attr("n_state", 0)), batch)
+    count = f" \u00d7{b.attr('count')}"
+    carried = int(b.attr("carried", 0))
+    body = b.body
+    # `repeat N: x = Block(x)` is one level, not two: draw it as `Block ×N`
+    if len(body.boxes) == 1 and body.boxes[0].op == "call" and body.boxes[0].body is not None:
+        call = body.boxes[0]
+        flat_in = tuple(w for p in body.inputs for w in p.wires)
+        if call.inputs == flat_in and call.outputs == body.output.wires:
+            return _Block(call.body, f"{path}{call.name}.", _circuit_title(call) + count, carried,
+                          tuple(call.attr("batch", ()) or ()))
+    return _Block(body, path, "repeat" + count, carried, batch)
+
+
+def _circuit_title(b: Box) -> str:
+    """`MLP[hidden = 256]`: the called circuit with the axis arguments it was instantiated with."""
+    args = ", ".join(f"{k} = {v}" for k, v in b.body.axis_args)
+    return str(b.attr("circuit", b.body.name)) + (f"[{args}]" if args else "")
+
+
+def _block_label(b: Box, block: _Block) -> str:
+    rows = [f"<B>{_esc(block.title)}</B>"]
+    small = []
+    if block.batch:
+        small.append("batched over " + ", ".join(block.batch))
+    n_weights = sum(1 for _ in b.body.weights())
+    if n_weights:
+        params = _block_params(b)
+        small.append(f"{n_weights} weight{'s' if n_weights != 1 else ''}" + (" per copy" if b.op == "repeat" else "")
+                     + f", {params} parameters")
+    rows.extend(f'<FONT POINT-SIZE="9">{_esc(s)}</FONT>' for s in small)
+    return "<" + "<BR/>".join(rows) + ">"
+
+
+def _block_params(b: Box) -> str:
+    total = b.body.parameter_count()
+    if b.op == "repeat":
+        count = b.attr("count")
+        total = total * (count if isinstance(count, Size) else Size.of(int(count)))
+    return f"{total.value:,}" if total.is_const else str(total)
+
+
+def _box_label(b: Box, prefix: str) -> str:
+    head = f"<B>{_esc(b.op)}</B>" if b.weights else _esc(b.op)
+    summary = _summary(b)
+    if summary:
+        head += " " + _esc(summary)
+    rows = [head]
+    for w in b.weights:
+        name = prefix + b.name + (f".{w.name}" if w.name else "")
+        extra = f" = {w.init}" if b.op == "param" else ""
+        rows.append(f'<FONT POINT-SIZE="9">{_esc(f"{name} {w.type}{extra}")}</FONT>')
+    return "<" + "<BR/>".join(rows) + ">"
+
+
+def _summary(b: Box) -> str:
+    """The arguments worth reading on a box, written as in the source language."""
+    op, a = b.op, b.attr
+    if op == "linear":
+        return f"{_axes(a('in_axes'))} -> {_axes(a('out_axes'))}"
+    if op == "embed":
+        return f"{a('vocab')} -> {_axes(a('out_axes'))}"
+    if op in _OVER:
+        over = a("over")
+        return "over " + (", ".join(over) if over else "all")
+    if op == "einsum":
+        return "-> [" + ", ".join(a("result", ())) + "]"
+    if op == "causal":
+        return f"{a('q')}, {a('k')}"
+    if op in ("onehot", "arange"):
+        return str(a("axis"))
+    if op in ("gather", "stack"):
+        return f"along {a('along')}"
+    if op == "take":
+        return f"{a('axis')}[{a('index')}]"
+    if op in ("rename", "merge", "split"):
+        return f"{_axes(a('src'))} -> {_axes(a('dst'))}"
+    if op == "concat":
+        along = tuple(dict.fromkeys(a("along", ())))  # one source axis per operand, usually the same
+        return f"along {_axes(along)} -> {a('dst')}"
+    if op == "dropout":
+        return f"{a('rate'):g}"
+    if op in ("conv", "pool"):
+        over, out_over = tuple(a("over", ())), tuple(a("out_over", ()))
+        size = tuple(a("kernel") if op == "conv" else a("window") or ())
+        text = ("" if op == "conv" else f"{a('op')} ") + "x".join(str(k) for k in size)
+        text += f" over {_axes(over)}" + (f" -> {_axes(out_over)}" if out_over and out_over != over else "")
+        stride = a("stride")
+        stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * len(size)
+        default = size if op == "pool" else (1,) * len(size)
+        if stride != default and None not in stride:
+            text += " stride " + "x".join(str(k) for k in stride)
+        if op == "conv":
+            text += f", {a('cin')} -> {a('cout')}"
+        return text
+    return ""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _port_nodes(prefix: str, port):
+    """(node id, label, wire) for a port: one node, or one per item of a tuple."""
+    if len(port.wires) == 1 and not isinstance(port.type, TupleType):
+        return [(prefix + port.name, port.name, port.wires[0])]
+    return [(f"{prefix}{port.name}.{i}", f"{port.name}.{i}", w) for i, w in enumerate(port.wires)]
+
+
+def _axes(names) -> str:
+    if isinstance(names, str):
+        return names
+    names = tuple(names or ())
+    return names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
+
+
+def _q(text: str) -> str:
+    """A DOT quoted string."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _esc(text: str) -> str:
+    """Text for a graphviz HTML-like label."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def _attrs(pairs) -> str:
+    return ", ".join(f"{k}={v if v.startswith(('<', chr(34))) else _q(v) if _needs_quotes(v) else v}"
+                     for k, v in pairs)
+
+
+def _needs_quotes(v: str) -> bool:
+    return not v.replace(".", "").replace("_", "").isalnum()
