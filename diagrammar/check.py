@@ -631,9 +631,23 @@ class _CircuitChecker:
                      span, hint="unpack it first: a, b = ...")
         return v
 
-    def materialise(self, c: C, span) -> T:
-        return self.add_box("const", [], [TensorType((), "float")], span,
+    def materialise(self, c: C, span, dtype: str = "float") -> T:
+        return self.add_box("const", [], [TensorType((), dtype)], span,
                             attrs={"value": c.tree, "label": const_label(c.tree)})[0]
+
+    def operands(self, values: list, spans: list, what: str = "this operand") -> list[T]:
+        """Tensors for an element-wise operation. A whole-number constant next to
+        int operands stays int (`arange(n) - 1` is int); other constants are float."""
+        tensors = [v for v in values if isinstance(v, T)]
+        int_context = bool(tensors) and all(t.type.dtype == "int" for t in tensors)
+        out = []
+        for v, sp in zip(values, spans):
+            if isinstance(v, C):
+                dtype = "int" if int_context and _is_integral(v.tree) else "float"
+                out.append(self.materialise(v, sp, dtype))
+            else:
+                out.append(self.tensor(v, sp, what))
+        return out
 
     def float_tensor(self, v, span, what="the input") -> T:
         t = self.tensor(v, span, what)
@@ -838,6 +852,8 @@ class _CircuitChecker:
         for name, span in st.targets:
             self.check_target(name, span)
         value = self.expr(st.value)
+        if isinstance(value, _Poison) or (isinstance(value, Tup) and any(isinstance(v, _Poison) for v in _flat(value))):
+            raise _Skip()
         names = [n for n, _ in st.targets]
         if len(names) > 1:
             if not isinstance(value, Tup) or len(value.items) != len(names):
@@ -1070,8 +1086,7 @@ class _CircuitChecker:
         b = self.expr(node.right)
         if isinstance(a, C) and isinstance(b, C) and node.op not in COMPARISONS:
             return C((node.op, a.tree, b.tree))
-        ta = self.tensor(a, node.left.span, "the left operand")
-        tb = self.tensor(b, node.right.span, "the right operand")
+        ta, tb = self.operands([a, b], [node.left.span, node.right.span])
         t = self.broadcast([ta, tb], node.span, f"cannot apply {ELEMENTWISE_BINARY[node.op]}")
         dtype = _promote(ta.type.dtype, tb.type.dtype)
         if node.op in COMPARISONS:
@@ -1121,7 +1136,7 @@ class _CircuitChecker:
         return self.add_box(f, [t.wire], [out], node.span, roles=_passing(out))[0]
 
     def _elementwise(self, node, args, op, dtype_fn):
-        ts = [self.tensor(self.expr(v), v.span) for v in args.values()]
+        ts = self.operands([self.expr(v) for v in args.values()], [v.span for v in args.values()])
         return self._elementwise_values(node, ts, op, dtype_fn)
 
     def _elementwise_values(self, node, ts, op, dtype_fn):
@@ -1140,8 +1155,7 @@ class _CircuitChecker:
         if cond.type.dtype != "bool":
             self.err(ShapeMismatch, f"where's condition must be bool, got {cond.type}", args["cond"].span,
                      hint="comparisons (<, <=, >, >=, ==) give bool bundles")
-        a = self.tensor(self.expr(args["a"]), args["a"].span)
-        b = self.tensor(self.expr(args["b"]), args["b"].span)
+        a, b = self.operands([self.expr(args["a"]), self.expr(args["b"])], [args["a"].span, args["b"].span])
         return self._elementwise_values(node, [cond, a, b], "where",
                                         lambda ts: _promote(ts[1].type.dtype, ts[2].type.dtype))
 
@@ -1908,6 +1922,20 @@ def _no_dupes(ck, names, what):
 
 def src_names_order(src):
     return [n for n, _ in src]
+
+
+def _is_integral(tree) -> bool:
+    """A constant that is a whole number whatever the sizes (no /, sqrt, ...)."""
+    kind = tree[0]
+    if kind == "num":
+        return math.isfinite(tree[1]) and tree[1] == int(tree[1])
+    if kind == "axis":
+        return True
+    if kind == "neg":
+        return _is_integral(tree[1])
+    if kind in ("add", "sub", "mul"):
+        return _is_integral(tree[1]) and _is_integral(tree[2])
+    return False
 
 
 def _has_free(tree) -> bool:

@@ -313,3 +313,17 @@ def test_roles_mark_broadcasting():
     d = check("(x: [seq, d]) -> [seq, hidden]", "return linear(x, d -> hidden)")
     box = d.boxes[-1]
     assert dict(box.roles) == {"seq": "passing", "hidden": "produced", "d": "consumed"}
+
+
+def test_whole_number_constants_keep_int_dtype():
+    d = check("() -> int[seq]", "return maximum(arange(seq) - 1, 0) * 2")
+    assert d.output.type.dtype == "int"
+    d = check("() -> [seq]", "return arange(seq) / 2")
+    assert d.output.type.dtype == "float"
+
+
+def test_failed_call_does_not_cascade_into_unpacking():
+    extra = "circuit G(x: [d]) -> ([d], [d]):\n    return relu(q), x\n"
+    with pytest.raises(E.CircuitError) as info:
+        check("(x: [d]) -> [d]", "a, b = G(x)\nreturn a + b", extra)
+    assert [type(e) for e in info.value.errors] == [E.UnknownName]

@@ -516,17 +516,8 @@ class _Analyser:
             if b.attr("bias"):
                 acc.ew = n_out
                 acc.bwd = acc.bwd + n_out
-        elif op == "dot" or (op == "einsum" and len(b.inputs) >= 2):
-            union: dict[str, Size] = {}
-            for t in in_t:
-                for a in t.axes:
-                    union.setdefault(a.name, self.sym(a.name, a.size))
-            space = _prod(union.values()) * E
-            k = len(b.inputs)
-            acc.mm = _k(2 * (k - 1)) * space
-            acc.bwd = _k(2 * (k - 1)) * space * _k(sum(g))
-        elif op == "einsum":  # one operand: a sum over the dropped axes
-            acc.ew = n_in[0] - n_out
+        elif op in ("dot", "einsum"):
+            acc.mm, acc.ew, acc.bwd = self._contraction(b, in_t, bins, out_t[0], g)
         elif op == "conv":
             acc.mm, acc.bwd = self._conv(b, in_t[0], out_t[0], E, g[0])
             if b.attr("bias"):
@@ -586,6 +577,43 @@ class _Analyser:
         else:  # an operation this backend does not know yet: count nothing, but say so
             self.unknown.add(op)
         return acc
+
+    def _contraction(self, b: Box, in_t: list[TensorType], bins: list[_Info], out: TensorType, g: list[bool]):
+        """dot and einsum: (matmul, element-wise, backward) FLOPs.
+
+        An axis that only one operand has and the result lacks is summed out of
+        that operand first (element-wise work, as jnp.einsum does); the
+        operands are then contracted left to right, each step a multiply-add
+        over the union of its two sides' axes.
+        """
+        ops = []
+        ew = ZERO
+        result = set(out.names)
+        for j, (t, i) in enumerate(zip(in_t, bins)):
+            others = {n for k, t2 in enumerate(in_t) if k != j for n in t2.names}
+            axes = self.axes_syms(t)
+            ex = _prod(sorted(i.extras, key=str))
+            private = [n for n in axes if n not in others and n not in result]
+            if private:
+                full = _prod(axes.values()) * ex
+                axes = {n: s for n, s in axes.items() if n not in private}
+                ew = ew + full - _prod(axes.values()) * ex
+            ops.append((axes, i.extras, g[j]))
+        if len(ops) == 1:
+            return ZERO, ew, ZERO
+        mm = bwd = ZERO
+        cur_axes, cur_ex, cur_g = ops[0]
+        for j in range(1, len(ops)):
+            axes, ex, gj = ops[j]
+            union = {**cur_axes, **axes}
+            ex_u = cur_ex | ex
+            space = _prod(union.values()) * _prod(sorted(ex_u, key=str))
+            mm = mm + _k(2) * space
+            bwd = bwd + _k(2) * space * _k(int(cur_g) + int(gj))
+            later = result | {n for t2 in in_t[j + 1:] for n in t2.names}
+            cur_axes = {n: s for n, s in union.items() if n in later}
+            cur_ex, cur_g = ex_u, cur_g or gj
+        return mm, ew, bwd
 
     def _binary_backward(self, op: str, n_out: Size, n_in: list[Size], g: list[bool]) -> Size:
         if op in COMPARISONS:

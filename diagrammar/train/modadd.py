@@ -125,7 +125,7 @@ class ModAdd:
             return []
         name, w, axis = found
         s = fourier_spectrum(w, self.p, axis=axis, key_mass=self.key_mass)
-        title = f"Fourier spectrum of {name} over p = {self.p}  (IPR {s['ipr']:.2f})"
+        title = f"Fourier spectrum of {name} over p = {self.p}: IPR {s['ipr']:.3f}, per neuron {s['ipr_neuron']:.3f}"
         return [plots.plot_spectrum(s["norms"], Path(out_dir) / SPECTRUM_NAME, s["key_freqs"], title)]
 
 

@@ -107,6 +107,9 @@ def plot_spectrum(
     ax.bar(ks, [float(n) for n in norms], color=colours, width=0.8)
     ax.set_xlabel("frequency k")
     ax.set_ylabel("norm")
-    ax.set_title(title + (f"  (key: {', '.join(map(str, sorted(key)))})" if key else ""))
+    if key:
+        shown = ", ".join(map(str, sorted(key))) if len(key) <= 12 else f"{len(key)} of {len(norms) - 1}"
+        title += f"\nkey frequencies (red): {shown}"
+    ax.set_title(title, fontsize=10)
     ax.set_xlim(-0.8, len(norms) - 0.2)
     return save_figure(fig, path)

@@ -31,7 +31,11 @@ FREE_SIZE = 6  # free axes of zoo circuits (`axis n`) are bound to this
 def _zoo_cases():
     cases = []
     for path in ZOO:
-        program = diagrammar.load(path)
+        try:
+            program = diagrammar.load(path)
+        except diagrammar.CircuitError:  # reported by the test itself, not at collection
+            cases.append(pytest.param(str(path), None, id=f"{path.stem}-(does not check)"))
+            continue
         for name in program.circuits:
             cases.append(pytest.param(str(path), name, id=f"{path.stem}-{name}"))
     return cases
@@ -41,7 +45,7 @@ ZOO_CASES = _zoo_cases()
 
 
 def _diagram(path, name):
-    d = diagrammar.load(path)[name]
+    d = diagrammar.load(path)[name]  # a zoo file that does not check fails here, with its diagnostics
     return d, {s: FREE_SIZE for s in sorted(d.free_sizes())}
 
 
