@@ -17,21 +17,28 @@ How we count (the README quotes this):
 - **matmul**: linear, dot, einsum and conv, two FLOPs per multiply-add (a
   multiply-add is one point of the contraction's iteration space: the product
   of all its axes). A conv counts only the kernel taps that land inside the
-  (padded) input, as XLA does. A bias add is element-wise.
+  (padded) input, as XLA does. An einsum first sums away the axes only one
+  operand has (element-wise work, as jnp.einsum does) and then contracts left
+  to right; a product that sums nothing costs one FLOP per element. A bias add
+  is element-wise.
 - **elementwise**: one FLOP per output element for `+ - * /`, negation,
-  comparisons, maximum, minimum, where, relu, abs, square; reductions cost one
+  comparisons, maximum, minimum, where, relu, abs, square (plus one per
+  element of an operand whose dtype must be converted); reductions cost one
   FLOP per element folded (`n_in - n_out`; `mean` adds one division per result).
   Composite functions count what jax.nn's definitions cost in XLA: sigmoid 3
   (+1 transcendental), gelu (tanh form) 8 (+1), silu 4 (+1), softplus 6 (+2),
   softmax `4n - m` (+n exp; `m` elements after reducing), log_softmax `4n - 2m`
   (+n + m), logsumexp `3n + 2m` (+n + m), layernorm `7n + 2m` (+m rsqrt),
-  rmsnorm `4n + m` (+m), causal `n + q*k`, onehot `2n` (compare, convert),
-  argmax `9(n - m)`, pool `window - 1` per output (+1 for mean).
+  rmsnorm `4n + m` (+m), causal `2n` (compare positions, select), onehot
+  `2n` (compare, convert), argmax `9(n - m)`, pool `window - 1` per output
+  (+1 for mean), and a lookup (embed, gather) `n + 6` per index: the
+  bounds-checked indexing of `jnp.take` (wrap negative indices, test the
+  range, fill what falls outside).
 - **transcendental**: exp, log, tanh, sigmoid, sqrt, and the exponentials and
   reciprocal square roots inside gelu, silu, softplus, softmax and the norms:
   one per element (XLA reports these separately as `transcendentals`).
-- Data movement costs nothing: rename, merge, split, stack, concat, take,
-  gather, embed (a lookup), arange, const, param. Dropout counts as the
+- Data movement costs nothing: rename, merge, split, stack, concat, take
+  (a static index), arange, const, param. Dropout counts as the
   identity: the figures describe the forward pass at inference.
 - `repeat N` multiplies its body by N (N copies, N sets of weights); `scan`
   multiplies its step by the scan length (weights shared); a circuit call is
@@ -53,7 +60,7 @@ indices and masks do not):
 - unary, per element: relu 2, abs 5, square 2, exp 1, log 1, sqrt 2, tanh 4,
   sigmoid 3, gelu 16, silu 6, softplus 7.
 - softmax 6n, log_softmax 3n, logsumexp n, mean n, max/min 5n, sum 0,
-  layernorm 20n, rmsnorm 10n, causal `n + q*k`, pool 8 (max) or 3 (mean) per
+  layernorm 20n, rmsnorm 10n, causal n, pool 8 (max) or 3 (mean) per
   input element, gather/embed a scatter-add of `n_out`; data movement 0.
 
 Activation bytes: 4 per element for float and int wires, 1 for bool. The peak
@@ -252,9 +259,9 @@ UNARY_RULES = {
 }
 BINARY = {"add", "sub", "mul", "div", "lt", "le", "gt", "ge", "eq", "maximum", "minimum", "where"}
 COMPARISONS = {"lt", "le", "gt", "ge", "eq"}
-FREE_OPS = {"rename", "merge", "split", "stack", "concat", "take", "gather", "embed", "arange", "const",
-            "param", "dropout"}
+FREE_OPS = {"rename", "merge", "split", "stack", "concat", "take", "arange", "const", "param", "dropout"}
 COMPOUND = {"call", "repeat", "scan"}
+_RANK = {"bool": 0, "int": 1, "float": 2}
 
 
 @dataclass(frozen=True)
@@ -524,7 +531,13 @@ class _Analyser:
                 acc.ew = n_out
                 acc.bwd = acc.bwd + n_out
         elif op in BINARY:
-            acc.ew = n_out
+            # one FLOP per result, plus a conversion of each operand of another dtype
+            if op in COMPARISONS:
+                work = max((t.dtype for t in in_t), key=_RANK.__getitem__)
+            else:
+                work = out_t[0].dtype
+            first = 1 if op == "where" else 0
+            acc.ew = n_out + _sum(n for n, t in zip(n_in[first:], in_t[first:]) if t.dtype != work)
             acc.bwd = self._binary_backward(op, n_out, n_in, g)
         elif op == "neg":
             acc.ew = n_out
@@ -558,20 +571,18 @@ class _Analyser:
         elif op == "argmax":
             acc.ew = _k(9) * (n_in[0] - n_out)
         elif op == "causal":
-            syms = self.axes_syms(in_t[0])
-            mask = syms[b.attr("q")] * syms[b.attr("k")]
-            acc.ew = n_out + mask
-            acc.bwd = (n_out + mask) if g[0] else ZERO
+            acc.ew = _k(2) * n_out  # compare positions, select
+            acc.bwd = n_out if g[0] else ZERO
         elif op == "onehot":
             acc.ew = _k(2) * n_out
         elif op == "pool":
             window = math.prod(b.attr("window"))
             acc.ew = n_out * _k(window - (0 if b.attr("op") == "mean" else 1))
             acc.bwd = _k(8 if b.attr("op") == "max" else 3) * n_in[0] if g[0] else ZERO
-        elif op == "embed":
-            acc.bwd = n_out
-        elif op == "gather":
-            acc.bwd = n_out if g[0] else ZERO
+        elif op in ("embed", "gather"):
+            # a bounds-checked lookup: per index, wrap negatives and test the range (6); per result, the fill select
+            acc.ew = n_out + _k(6) * n_in[-1]
+            acc.bwd = n_out if (op == "embed" or g[0]) else ZERO
         elif op in FREE_OPS:
             pass
         else:  # an operation this backend does not know yet: count nothing, but say so
@@ -584,7 +595,8 @@ class _Analyser:
         An axis that only one operand has and the result lacks is summed out of
         that operand first (element-wise work, as jnp.einsum does); the
         operands are then contracted left to right, each step a multiply-add
-        over the union of its two sides' axes.
+        over the union of its two sides' axes (a step that sums nothing is a
+        product without adds: one FLOP per element, as XLA counts it).
         """
         ops = []
         ew = ZERO
@@ -608,9 +620,13 @@ class _Analyser:
             union = {**cur_axes, **axes}
             ex_u = cur_ex | ex
             space = _prod(union.values()) * _prod(sorted(ex_u, key=str))
-            mm = mm + _k(2) * space
-            bwd = bwd + _k(2) * space * _k(int(cur_g) + int(gj))
             later = result | {n for t2 in in_t[j + 1:] for n in t2.names}
+            if all(n in later for n in union):  # nothing summed: one multiply per element, no add
+                mm = mm + space
+                bwd = bwd + space * _k(int(cur_g) + int(gj))
+            else:
+                mm = mm + _k(2) * space
+                bwd = bwd + _k(2) * space * _k(int(cur_g) + int(gj))
             cur_axes = {n: s for n, s in union.items() if n in later}
             cur_ex, cur_g = ex_u, cur_g or gj
         return mm, ew, bwd

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TASKS = ("modadd",)
+TASKS = ("modadd",)  # keep in step with TASK_BUILDERS (listed here so the parser needs no imports)
 
 
 def _axis_size(text: str) -> tuple[str, int]:
@@ -98,6 +98,25 @@ def _probe(model: Any, inputs: str) -> tuple[str, int]:
                      "or model(tokens) with tokens: int[3] returning [p]:\n  " + "\n  ".join(tried))
 
 
+def _modadd_task(args: argparse.Namespace, model: Any) -> tuple[Any, str, str]:
+    """The modular addition task for ``model``: (task, output-directory tag, description)."""
+    from .modadd import ModAdd
+
+    inputs, p = _probe(model, args.inputs)
+    if args.p is not None and p != args.p:
+        raise ValueError(f"it returns {p} logits, but --p is {args.p}")
+    task = ModAdd(p=p, train_frac=args.train_frac, seed=args.seed, loss_kind=args.loss,
+                  batch_size=args.batch_size, inputs=inputs)
+    call = "model(a, b)" if inputs == "ab" else "model(tokens)"
+    description = (f"modular addition mod {p} ({task.train_data['a'].shape[0]} train / "
+                   f"{task.test_data['a'].shape[0]} test pairs, {call})")
+    return task, f"p{p}", description
+
+
+# --task NAME -> builder(args, model) -> (task, output-directory tag, description); raises ValueError.
+TASK_BUILDERS = {"modadd": _modadd_task}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``diagrammar train``; returns the process exit code."""
     import time
@@ -126,24 +145,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointMismatch
     from .loop import TrainingDiverged, default_optimizer, train
-    from .modadd import ModAdd
 
     try:
-        inputs, p = _probe(model, args.inputs)
+        task, tag, description = TASK_BUILDERS[args.task](args, model)
     except ValueError as e:
         return _error(f"{args.circuit}: {e}")
-    if args.p is not None and p != args.p:
-        return _error(f"{args.circuit} returns {p} logits, but --p is {args.p}")
-    try:
-        task = ModAdd(p=p, train_frac=args.train_frac, seed=args.seed, loss_kind=args.loss,
-                      batch_size=args.batch_size, inputs=inputs)
-    except ValueError as e:
-        return _error(str(e))
-    out = Path(args.out) if args.out else Path("runs") / f"{args.circuit}-{args.task}-p{p}-s{args.seed}"
+    out = Path(args.out) if args.out else Path("runs") / f"{args.circuit}-{args.task}-{tag}-s{args.seed}"
+    print(f"training {args.circuit} on {description} -> {out}", file=sys.stderr)
     target = None if args.no_stop else args.stop_at_test_acc
-    print(f"training {args.circuit} on modular addition mod {p} ({task.train_data['a'].shape[0]} train / "
-          f"{task.test_data['a'].shape[0]} test pairs, model({'a, b' if inputs == 'ab' else 'tokens'})) "
-          f"-> {out}", file=sys.stderr)
     try:
         result = train(
             model, task, steps=args.steps,

@@ -166,9 +166,20 @@ def _inputs(d, sizes, batch):
     return [make(p.type) for p in d.inputs]
 
 
+_MODELS: dict = {}
+
+
 def _compiled(d, sizes):
+    """The Flax backend's module for `d` (built once per diagram), its state and a pure forward function."""
     flax_backend = pytest.importorskip("diagrammar.backends.flax")
     nnx = pytest.importorskip("flax.nnx")
+    key = (d, tuple(sorted(sizes.items())))
+    if key not in _MODELS:
+        _MODELS[key] = _build(flax_backend, nnx, d, sizes)
+    return _MODELS[key]
+
+
+def _build(flax_backend, nnx, d, sizes):
     model = flax_backend.compile_diagram(d, rngs=nnx.Rngs(0), **sizes)
     model.eval()  # dropout off: the cost report describes inference
     graphdef, state = nnx.split(model)

@@ -1,0 +1,85 @@
+"""Backends, svg stage 2: SVG text from a layout (one element per shape, in paint order).
+
+The output is deterministic: coordinates are printed with at most two
+decimals, attributes in a fixed order, and nothing depends on the clock,
+the platform or dict order. It is plain SVG 1.1 with no scripts, so it
+renders the same in browsers, cairosvg and Inkscape.
+"""
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+from .layout import Circle, Layout, Path, Text, gc_paused
+
+__all__ = ["to_svg", "fmt"]
+
+FONT = "DejaVu Sans, Verdana, Helvetica, Arial, sans-serif"
+
+
+def fmt(v: float) -> str:
+    """A number with at most two decimals and no trailing zeros (`-0` printed as `0`).
+
+    >>> fmt(1.0), fmt(2.345), fmt(-0.001)
+    ('1', '2.35', '0')
+    """
+    s = f"{v:.2f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def _d(cmds) -> str:
+    out = []
+    for c in cmds:
+        if c[0] == "Z":
+            out.append("Z")
+        else:
+            out.append(c[0] + " ".join(fmt(v) for v in c[1:]))
+    return "".join(out)
+
+
+def _paint(fill, stroke, width: float, dash) -> str:
+    parts = [f'fill="{fill}"' if fill else 'fill="none"']
+    if stroke:
+        parts.append(f'stroke="{stroke}" stroke-width="{fmt(width)}"')
+        if dash:
+            parts.append(f'stroke-dasharray="{dash}"')
+    return " ".join(parts)
+
+
+def _text(t: Text) -> str:
+    attrs = [f'x="{fmt(t.x)}"', f'y="{fmt(t.y)}"', f'font-size="{fmt(t.size)}"']
+    if t.bold:
+        attrs.append('font-weight="bold"')
+    if t.italic:
+        attrs.append('font-style="italic"')
+    if t.anchor != "start":
+        attrs.append(f'text-anchor="{t.anchor}"')
+    if t.color != "#222222":
+        attrs.append(f'fill="{t.color}"')
+    return f'<text class="{t.role}" {" ".join(attrs)}>{escape(t.text)}</text>'
+
+
+def to_svg(fig: Layout, *, title: str | None = None) -> str:
+    """The layout as an SVG document (a string ending in a newline)."""
+    with gc_paused():
+        return _svg(fig, title)
+
+
+def _svg(fig: Layout, title: str | None) -> str:
+    w, h = fmt(fig.width), fmt(fig.height)
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+        f'font-family="{FONT}" stroke-linecap="round" stroke-linejoin="round">',
+        f"<title>{escape(title if title is not None else fig.name)}</title>",
+        f'<rect width="{w}" height="{h}" fill="#ffffff"/>',
+    ]
+    for s in fig.shapes:
+        if isinstance(s, Path):
+            lines.append(f'<path class="{s.role}" d="{_d(s.cmds)}" {_paint(s.fill, s.stroke, s.width, s.dash)}/>')
+        elif isinstance(s, Circle):
+            lines.append(f'<circle class="{s.role}" cx="{fmt(s.cx)}" cy="{fmt(s.cy)}" r="{fmt(s.r)}" '
+                         f'{_paint(s.fill, s.stroke, s.width, None)}/>')
+        else:
+            lines.append(_text(s))
+    lines.append("</svg>")
+    return "\n".join(lines) + "\n"
