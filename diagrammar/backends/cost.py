@@ -864,9 +864,12 @@ def check_budget(diagram: Diagram, max_parameters: int, bindings: dict[str, int]
             biggest.append((n.value, name, w))
     biggest.sort(key=lambda t: -t[0])
     top = ", ".join(f"{name} {w.type} {n:,}" for n, name, w in biggest[:3])
+    def both(n: int) -> str:
+        return f"{n:,} ({human_count(n)})" if n >= 1000 else f"{n}"
+
     err = SizeTooLarge(
-        f"{diagram.name} has {count.value:,} parameters ({human_count(count.value)}), over the budget of "
-        f"{max_parameters:,} ({human_count(max_parameters)})", diagram.span,
+        f"{diagram.name} has {both(count.value)} parameters, over the budget of {both(max_parameters)}",
+        diagram.span,
         hint=(f"largest weights: {top}; " if top else "") + "shrink the sizes, or raise the parameter budget")
     err.source = _source_of(diagram)
     raise err

@@ -271,6 +271,7 @@ class CompiledCircuit(nnx.Module):
         if plan.has_dropout:
             self._dropout_rngs = rngs["dropout"].fork()
         for spec in plan.weights:
+            # eager, one weight at a time: jax caches each initialiser per shape across modules
             counts = tuple(plan.sizes(c) for _, c in spec.copies)
             value = _init_weight(rngs.params(), spec.weight, counts, plan.sizes)
             axes = tuple(f"{name}#copy" for name, _ in spec.copies) + spec.weight.type.names

@@ -89,7 +89,8 @@ class ModAdd:
         eq = jnp.full_like(batch["a"], self.p)
         return (jnp.stack([batch["a"], batch["b"], eq], axis=-1),)
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(self, model: nnx.Module, batch: dict[str, jax.Array],
+             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Mean loss and accuracy of ``model`` on ``batch``."""
         logits = model(*self.model_inputs(batch)).astype(jnp.float32)
         labels = batch["label"]

@@ -439,7 +439,7 @@ class _Out:
 class _Node:
     __slots__ = ("idx", "kind", "op", "box", "path", "inputs", "outputs", "types", "col", "lane", "main", "prim",
                  "in_ports", "outs", "out_order", "sec_order", "top", "bottom", "width", "g", "frame",
-                 "text", "annotation", "x0", "in_x", "out_x", "const_text", "passing_ports")
+                 "text", "annotation", "x0", "in_x", "out_x", "const_text", "passing_ports", "span")
 
     def __init__(self, idx: int, kind: str, op: str, box, path: str, inputs: list[str], outputs: list[str]):
         self.idx = idx
@@ -470,6 +470,7 @@ class _Node:
         self.out_x = 0.0
         self.const_text = ""
         self.passing_ports: dict[str, float] = {}
+        self.span = 0.0  # width the column needs for this node (its glyph, or a wider annotation)
 
 
 # ---------------------------------------------------------------- the builder
@@ -645,10 +646,8 @@ class _Builder:
         return b
 
     def place_inputs(self, n: _Node):
-        prev = None
         for k, w in enumerate(n.outputs):
-            lane = self.new_lane(prev)
-            prev = lane
+            lane = self.new_lane(None)  # siblings in input order: a child of one goes right under it
             axes = _axes_of(self.types[w])
             b = self._new_band(w, n, k, axes)
             seg = _Seg(b, lane, [i * PITCH for i in range(len(axes))], 0, "input", 0)
@@ -770,9 +769,10 @@ class _Builder:
             self.ports_panel(n, reads)
         else:
             self.ports_box(n, reads)
+        n.span = n.width
         if n.annotation:
             n.bottom += SMALL * 1.4
-            n.width = max(n.width, text_width(n.annotation, SMALL) + 6)
+            n.span = max(n.width, text_width(n.annotation, SMALL) + 6)
 
     def _main_tracks(self, n: _Node, reads) -> list[tuple[str, float]]:
         """The primary input's tracks with their offsets in the node's lane."""
@@ -1367,7 +1367,7 @@ class _Builder:
         colw = [0.0] * nc
         for n in self.nodes:
             if n.kind not in ("in", "out"):
-                colw[n.col] = max(colw[n.col], n.width)
+                colw[n.col] = max(colw[n.col], n.span)
         if not self.nested:
             names = [text_width(w, LABEL_SIZE) for w in self.in_node.outputs]
             colw[0] = max(colw[0], max(names, default=0.0) + 8.0)
@@ -1882,9 +1882,26 @@ def _shift(s, dx: float, dy: float):
 # ---------------------------------------------------------------- the figure
 
 
-def _signature(d: Diagram) -> str:
-    ins = ", ".join(f"{p.name}: {p.type}" for p in d.inputs)
-    return f"{d.name}({ins}) → {d.output.type}"
+TITLE_SIZE = 12.0
+TITLE_WIDTH = 760.0
+
+
+def _signature(d: Diagram) -> list[str]:
+    """The circuit's signature as the title, wrapped after a comma when it is long."""
+    parts = [f"{p.name}: {p.type}" for p in d.inputs]
+    pieces = [f"{d.name}("] if parts else [f"{d.name}()"]
+    for i, p in enumerate(parts):
+        pieces[-1 if i == 0 else len(pieces) - 1] += p + ("," if i < len(parts) - 1 else ")")
+        if i < len(parts) - 1:
+            pieces.append(" ")
+    pieces[-1] += f" → {d.output.type}"
+    lines = [""]
+    for piece in pieces:
+        if lines[-1].strip() and text_width(lines[-1] + piece, TITLE_SIZE, True) > TITLE_WIDTH:
+            lines.append("    " + piece.lstrip())
+        else:
+            lines[-1] += piece
+    return lines
 
 
 def _legend_axes(d: Diagram, depth: int) -> dict[str, Size]:
@@ -1949,28 +1966,36 @@ def layout(diagram: Diagram, depth: int = 0, annotations: dict[str, str] | None 
 
 def _layout(diagram, depth, annotations, axis_formulas) -> Layout:
     ctx = _Ctx(axis_colors(diagram), dict(annotations or {}))
+    title_lines = _signature(diagram)
     title_y = MARGIN + 12
-    top = title_y + 14
+    top = title_y + 14 + (len(title_lines) - 1) * 16
     body = _Builder(diagram, max(0, int(depth)), ctx, origin_y=top).run()
     formulas = dict(axis_formulas or {})
-    # title
-    title = _signature(diagram)
-    shapes_title = [Text(MARGIN, title_y, title, 12.0, INK, True, False, "start", "title")]
-    bx, by, bw, bh = _label_box(MARGIN, title_y, title, 12.0, True)
+    shapes_title, title_labels = [], []
+    bw = 0.0
+    for i, line in enumerate(title_lines):
+        y = title_y + 16 * i
+        shapes_title.append(Text(MARGIN, y, line, TITLE_SIZE, INK, True, False, "start", "title"))
+        lx, ly_, lw, lh = _label_box(MARGIN, y, line, TITLE_SIZE, True)
+        title_labels.append(LabelGeom(line, "title", lx, ly_, lw, lh))
+        bw = max(bw, lw)
     # legend
     entries = []
     for name, size in sorted(_legend_axes(diagram, depth).items()):
-        text = f"{name} = {size}"
         f = formulas.get(name)
-        if f and f.replace(" ", "") != str(size).replace(" ", ""):
+        if str(size) == name:
+            text = f"{name}: set when compiled"
+        elif f and f.replace(" ", "") != str(size).replace(" ", ""):
             text = f"{name} = {f} = {size}" if size.is_const else f"{name} = {f}"
+        else:
+            text = f"{name} = {size}"
         entries.append((name, text, ctx.color(name)))
     width = max(body.width + MARGIN, bw + 2 * MARGIN, 220.0)
     leg_shapes, leg_labels, leg_h = _legend(entries, top + body.height + 18, width)
     height = top + body.height + 18 + leg_h + MARGIN
     back, wires, glyphs, dots, texts = body.layers
     shapes = back + wires + glyphs + dots + texts + shapes_title + leg_shapes
-    labels = body.labels + [LabelGeom(title, "title", bx, by, bw, bh)] + leg_labels
+    labels = body.labels + title_labels + leg_labels
     boxes, tracks = body.boxes, body.tracks
     shapes, labels, tracks = _drop_repeated_labels(shapes, labels, tracks, boxes)
     return Layout(diagram.name, round(width, 2), round(height, 2), shapes, boxes, labels, tracks, entries)
