@@ -1,4 +1,4 @@
-"""Cost analysis: parameters, FLOPs and memory of a diagram, per box and in total.
+"""Backend: the cost of a diagram (parameters, FLOPs and memory), per box and in total.
 
 Pure Python over the IR (never imports jax). Every figure is computed twice:
 as a **formula** in the axis NAMES (`2*d*dk*heads*seq`, a `Size` whose symbols
@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..errors import SizeTooLarge
 from ..ir import Box, Diagram, FloorDiv, Size, TensorType, flat_types
@@ -298,6 +298,8 @@ class _Analyser:
         self.rows: list[dict] = []
         self.unknown: set[str] = set()
         self._envs: dict = {}
+        self._wire_tables: dict[int, dict[str, TensorType]] = {}  # diagrams stay alive while self does
+        self._numel: dict = {}
         self.infos: dict[str, dict[str, _Info]] = {}
         self._prop_cache: dict = {}
         # root axes claim their names first
@@ -345,8 +347,20 @@ class _Analyser:
         return Figure(formula, self.value(formula))
 
     # -- wires
+    def wtype(self, d: Diagram, name: str) -> TensorType:
+        """A wire's type by name (Diagram.wire scans its list; an analysis looks up every wire)."""
+        table = self._wire_tables.get(id(d))
+        if table is None:
+            table = self._wire_tables[id(d)] = {w.name: w.type for w in d.wires}
+        return table[name]
+
     def numel(self, t: TensorType, info: _Info) -> Size:
-        return _prod(self.sym(a.name, a.size) for a in t.axes) * _prod(sorted(info.extras, key=str))
+        key = (t.axes, info.extras)
+        hit = self._numel.get(key)
+        if hit is None:
+            hit = self._numel[key] = (_prod(self.sym(a.name, a.size) for a in t.axes)
+                                      * _prod(sorted(info.extras, key=str)))
+        return hit
 
     def nbytes(self, t: TensorType, info: _Info) -> Size:
         return self.numel(t, info) * Size.of(DTYPE_BYTES[t.dtype])
@@ -391,7 +405,7 @@ class _Analyser:
         out = []
         along = b.attr("along") if b.op == "scan" else None
         for w, i, t in zip(b.inputs, bins, inner_types):
-            outer_t = d.wire(w).type
+            outer_t = self.wtype(d, w)
             out.append(_Info(i.extras | self._broadcast_syms(outer_t, t, along), i.grad))
         return tuple(out)
 
@@ -406,7 +420,7 @@ class _Analyser:
         grad = bool(b.weights) or any(i.grad for i in bins)
         outs = []
         for w in b.outputs:
-            t = d.wire(w).type
+            t = self.wtype(d, w)
             outs.append(_Info(ex, grad and t.dtype == "float"))
         return outs
 
@@ -417,7 +431,7 @@ class _Analyser:
             _, out = self.propagate(b.body, tuple(ins))
             return tuple(ins), out
         if b.op == "repeat":
-            n = len([x for x in b.outputs])  # carried values come first, captures after
+            n = len(b.outputs)  # carried values come first among the inputs, captures after
         else:
             n = int(b.attr("n_state", 0))
         if b.op == "scan":
@@ -463,7 +477,7 @@ class _Analyser:
             path = prefix + b.name
             bins = [info[w] for w in b.inputs]
             row = {"path": path, "name": b.name, "op": b.op, "depth": depth,
-                   "output_type": _out_type(d, b), "label": b.op}
+                   "output_type": _out_type(self.wtype, d, b), "label": b.op}
             self.rows.append(row)
             if b.op in COMPOUND:
                 body_ins, _ = self._fixpoint(d, b, bins)
@@ -496,8 +510,8 @@ class _Analyser:
         acc = _Acc()
         for w in b.weights:
             acc.params = acc.params + _prod(self.sym(a.name, a.size) for a in w.type.axes)
-        in_t = [d.wire(w).type for w in b.inputs]
-        out_t = [d.wire(w).type for w in b.outputs]
+        in_t = [self.wtype(d, w) for w in b.inputs]
+        out_t = [self.wtype(d, w) for w in b.outputs]
         if b.op != "param":
             seen = set()
             for w, t, i in zip(b.outputs, out_t, bouts):
@@ -691,7 +705,7 @@ class _Analyser:
         def wbytes(w: str) -> Size:
             if w in weight_wires:
                 return ZERO
-            return self.nbytes(d.wire(w).type, info[w])
+            return self.nbytes(self.wtype(d, w), info[w])
 
         live: dict[str, Size] = {}
         for p in d.inputs:
@@ -755,8 +769,8 @@ def _sum(items: Iterable[Size]) -> Size:
     return out
 
 
-def _out_type(d: Diagram, b: Box) -> str:
-    types = [str(d.wire(w).type) for w in b.outputs]
+def _out_type(wtype, d: Diagram, b: Box) -> str:
+    types = [str(wtype(d, w)) for w in b.outputs]
     if not types:
         return "()"
     return types[0] if len(types) == 1 else "(" + ", ".join(types) + ")"
@@ -768,23 +782,34 @@ def _out_type(d: Diagram, b: Box) -> str:
 def analyse(diagram: Diagram, *, batch: int = 1, bindings: dict[str, int] | None = None) -> CostReport:
     """Parameters, FLOPs and memory of `diagram` per box and in total.
 
-    `batch` multiplies every activation and FLOP figure that depends on an
-    input (formula symbol `batch`); `bindings` give sizes to free axes. Figures
-    whose sizes are not all known keep a symbolic `value` (`Figure.number` is None).
+    Args:
+        diagram: a checked circuit, e.g. `diagrammar.load(path)["Name"]`.
+        batch: the batch size; it multiplies every activation and FLOP figure
+            that depends on an input (the symbol `batch` in formulas).
+        bindings: sizes of the circuit's free axes. Figures whose sizes are
+            not all known keep a symbolic `value` (`Figure.number` is None).
 
-    >>> import diagrammar
-    >>> d = diagrammar.parse("axis d = 8, h = 16\\ncircuit F(x: [d]) -> [h]:\\n    return linear(x, d -> h)\\n")["F"]
-    >>> r = analyse(d, batch=2)
-    >>> str(r.flops["matmul"].formula), r.flops["matmul"].number
-    ('2*batch*d*h', 512)
-    >>> r.parameters.number
-    144
+    Returns:
+        A `CostReport`: one `BoxCost` row per box in `Diagram.walk()` order
+        (nested boxes included) and the totals; `.to_json()` for machines.
+
+    Raises:
+        ValueError: `batch` below 1, or a binding for an axis that is not free.
+
+    Example:
+        >>> import diagrammar
+        >>> text = "axis d = 8, h = 16\\ncircuit F(x: [d]) -> [h]:\\n    return linear(x, d -> h)\\n"
+        >>> r = analyse(diagrammar.parse(text)["F"], batch=2)
+        >>> str(r.flops["matmul"].formula), r.flops["matmul"].number
+        ('2*batch*d*h', 512)
+        >>> r.parameters.number
+        144
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     bindings = dict(bindings or {})
     free = diagram.free_sizes()
-    unknown = sorted(k for k in bindings if k not in free and k != BATCH)
+    unknown = sorted(k for k in bindings if k not in free)
     if unknown:
         fixed = ", ".join(unknown)
         raise ValueError(f"{diagram.name} has no free size {fixed}"
@@ -802,10 +827,10 @@ def analyse(diagram: Diagram, *, batch: int = 1, bindings: dict[str, int] | None
     acc = an.root_acc
     ins = an.root_ins
     in_info = dict(zip([w for p in diagram.inputs for w in p.wires], ins))
-    input_bytes = _sum(an.nbytes(diagram.wire(w).type, in_info[w]) for w in dict.fromkeys(in_info))
+    input_bytes = _sum(an.nbytes(an.wtype(diagram, w), in_info[w]) for w in dict.fromkeys(in_info))
     root_info = an.infos[""]
     weight_wires = {w for b in diagram.boxes if b.op == "param" for w in b.outputs}
-    output_bytes = _sum(an.nbytes(diagram.wire(w).type, root_info[w]) for w in dict.fromkeys(diagram.output.wires)
+    output_bytes = _sum(an.nbytes(an.wtype(diagram, w), root_info[w]) for w in dict.fromkeys(diagram.output.wires)
                         if w not in weight_wires)
     weight_bytes = acc.params * Size.of(DTYPE_BYTES["float"])
     _, peak_f = an.peak(diagram, "", set())
@@ -815,7 +840,8 @@ def analyse(diagram: Diagram, *, batch: int = 1, bindings: dict[str, int] | None
     params_fig = an.fig(acc.params)
     return CostReport(
         circuit=diagram.name,
-        signature=f"{diagram.name}({', '.join(f'{p.name}: {p.type}' for p in diagram.inputs)}) -> {diagram.output.type}",
+        signature=f"{diagram.name}({', '.join(f'{p.name}: {p.type}' for p in diagram.inputs)})"
+                  f" -> {diagram.output.type}",
         batch=batch, bindings=bindings, free_sizes=tuple(sorted(free)), symbols=symbols, boxes=tuple(rows),
         parameters=params_fig, weight_bytes=an.fig(weight_bytes),
         flops={"matmul": an.fig(acc.mm), "elementwise": an.fig(acc.ew), "transcendental": an.fig(acc.tr)},
@@ -825,10 +851,26 @@ def analyse(diagram: Diagram, *, batch: int = 1, bindings: dict[str, int] | None
 
 
 def box_annotations(diagram: Diagram, batch: int = 1, bindings: dict[str, int] | None = None) -> dict[str, str]:
-    """Dotted box path -> short text for the renderer (`render --cost`), e.g. "4.2k params, 1.1 MFLOP".
+    """Short cost labels for the renderer (`render --cost`), by dotted box path.
 
-    Boxes that cost nothing (no weights, no FLOPs: rename, take, ...) are left out.
-    Sizes that are still free show as formulas in axis names.
+    Args:
+        diagram: a checked circuit.
+        batch: the batch size (see `analyse`).
+        bindings: sizes of free axes; figures that stay unknown show as
+            formulas in axis names.
+
+    Returns:
+        `{path: text}` with paths as in `Diagram.walk()` and texts such as
+        "4.2k params, 1.1 MFLOP" (the box's weights and forward FLOPs, every
+        repeat copy and scan step included). Boxes that cost nothing (no
+        weights and no FLOPs: rename, take, ...) are left out.
+
+    Example:
+        >>> import diagrammar
+        >>> text = ("axis d = 64, h = 256\\ncircuit F(x: [d]) -> [d]:\\n"
+        ...         "    return linear(relu(linear(x, d -> h)), h -> d)\\n")
+        >>> box_annotations(diagrammar.parse(text)["F"])
+        {'linear': '16.6k params, 33.0 kFLOP', 'out:relu': '256 FLOP', 'linear_2': '16.4k params, 32.8 kFLOP'}
     """
     report = analyse(diagram, batch=batch, bindings=bindings)
     out = {}
@@ -845,10 +887,27 @@ def box_annotations(diagram: Diagram, batch: int = 1, bindings: dict[str, int] |
 
 
 def check_budget(diagram: Diagram, max_parameters: int, bindings: dict[str, int] | None = None) -> Size:
-    """Refuse a model whose weights exceed `max_parameters` (raises SizeTooLarge, before anything is allocated).
+    """Refuse a model whose weights exceed a parameter budget, before anything is allocated.
 
-    Returns the parameter count. With sizes still free (not in `bindings`)
-    the count is symbolic and cannot be refused yet: it is returned as is.
+    Args:
+        diagram: a checked circuit.
+        max_parameters: the largest number of parameters allowed (every copy
+            of a `repeat` counts).
+        bindings: sizes of the circuit's free axes.
+
+    Returns:
+        The parameter count. While sizes are still free the count is
+        symbolic and cannot be refused yet: it is returned as it is.
+
+    Raises:
+        SizeTooLarge: the count exceeds `max_parameters`; the message gives
+            both figures and the hint names the largest weights.
+
+    Example:
+        >>> import diagrammar
+        >>> d = diagrammar.parse("axis n\\ncircuit F(x: [n]) -> [n]:\\n    return linear(x, n -> n)\\n")["F"]
+        >>> check_budget(d, 10**6, {"n": 100}).value
+        10100
     """
     count = diagram.parameter_count()
     if bindings:

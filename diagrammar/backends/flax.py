@@ -45,6 +45,7 @@ Choices this backend makes where the language leaves them open:
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import string
 from dataclasses import dataclass, field
@@ -219,28 +220,33 @@ def _init_weight(key, w: Weight, copies: tuple[int, ...], sizes: _Sizes) -> jax.
     shape = copies + sizes.shape(w.type)
     init: Init = w.init
     kind = init.kind
-    if kind == "zeros":
-        return jnp.zeros(shape, jnp.float32)
-    if kind == "ones":
-        return jnp.ones(shape, jnp.float32)
+    if kind in ("zeros", "ones"):
+        return (jnp.zeros if kind == "zeros" else jnp.ones)(shape, jnp.float32)
     if kind == "normal":
-        return init.args[0] * jax.random.normal(key, shape, jnp.float32)
+        return _sample(key, "normal", shape, float(init.args[0]), 0.0)
     if kind == "uniform":
-        lo, hi = init.args
-        return jax.random.uniform(key, shape, jnp.float32, minval=lo, maxval=hi)
+        return _sample(key, "uniform", shape, float(init.args[0]), float(init.args[1]))
     if kind == "lecun":
         fan_in = max(_fan(w, init.fan_in, sizes), 1)
-        std = math.sqrt(1.0 / fan_in) / _TRUNC_STD
-        return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+        return _sample(key, "truncated", shape, math.sqrt(1.0 / fan_in) / _TRUNC_STD, 0.0)
     if kind == "glorot":
         fan_in = max(_fan(w, init.fan_in, sizes), 1)
         fan_out = max(_fan(w, init.fan_out, sizes), 1) if init.fan_out else fan_in
         limit = math.sqrt(6.0 / (fan_in + fan_out))
-        return jax.random.uniform(key, shape, jnp.float32, minval=-limit, maxval=limit)
+        return _sample(key, "uniform", shape, -limit, limit)
     if kind == "embed":
-        std = 1.0 / math.sqrt(max(_fan(w, init.fan_out, sizes), 1))
-        return std * jax.random.normal(key, shape, jnp.float32)
+        return _sample(key, "normal", shape, 1.0 / math.sqrt(max(_fan(w, init.fan_out, sizes), 1)), 0.0)
     raise InvalidArgument(f"the flax backend does not know the initialiser {kind!r}")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _sample(key, kind: str, shape: tuple[int, ...], a: float, b: float):
+    # one small compiled program per (initialiser, shape, scale), cached by jax across modules
+    if kind == "normal":
+        return a * jax.random.normal(key, shape, jnp.float32)
+    if kind == "truncated":
+        return a * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+    return jax.random.uniform(key, shape, jnp.float32, minval=a, maxval=b)
 
 
 # ---------------------------------------------------------------- the module
@@ -688,7 +694,9 @@ class _Runner:
 
     # -- leaves
     def op_const(self, d, b, index, prefix, ins, ctx):
-        return [_V(jnp.asarray(eval_const(b.attr("value"), self.sizes.bindings), jnp.float32), ())]
+        x = eval_const(b.attr("value"), self.sizes.bindings)
+        dtype = self._out_type(d, b).dtype
+        return [_V(jnp.asarray(int(x) if dtype == "int" else x, _DTYPES[dtype]), ())]
 
     def op_param(self, d, b, index, prefix, ins, ctx):
         (w,) = b.weights

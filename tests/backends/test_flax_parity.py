@@ -294,4 +294,4 @@ def test_decoder_repeat_has_separate_weights_per_copy():
     g = grads(lambda m, tokens, cot: jnp.sum(m(tokens) * cot), model, tokens, cot)
     g_ref = jax.jit(jax.grad(lambda W, tokens, cot: jnp.sum(hand_decoder(W, tokens) * cot)))(W, tokens, cot)
     for name in ("repeat.x.causal_self_attention.q.W", "repeat.x.feed_forward.linear.b", "x.W"):
-        close(_at(g, name.split(".")).get_value(), g_ref[name], rtol=2e-3, atol=2e-5, what=name)
+        close(_at(g, name.split(".")).get_value(), g_ref[name], rtol=2e-3, atol=2e-4, what=name)

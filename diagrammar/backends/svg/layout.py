@@ -530,9 +530,10 @@ class _Builder:
         folded: dict[str, str] = {}  # const wire -> its text
         for b in d.boxes:
             if b.op == "const" and b.outputs and b.outputs[0] not in outputs:
-                rs = readers.get(b.outputs[0], [])
-                if rs and all(r.op in FOLDABLE and len(r.inputs) == 2 and
-                              sum(1 for w in r.inputs if w == b.outputs[0]) == 1 for r in rs):
+                w0 = b.outputs[0]
+                rs = readers.get(w0, [])
+                if rs and all((r.op in FOLDABLE and len(r.inputs) == 2 and r.inputs.count(w0) == 1) or
+                              (r.op == "where" and len(r.inputs) == 3 and r.inputs[0] != w0) for r in rs):
                     folded[b.outputs[0]] = _const_text(b.attr("value", ("num", 0.0)))
         for b in d.boxes:
             if b.op == "const" and b.outputs and b.outputs[0] in folded:
@@ -540,7 +541,12 @@ class _Builder:
             inputs = [w for w in b.inputs if w not in folded]
             kind = KIND.get(b.op, "box")
             const_text = ""
-            if kind == "junction" and len(inputs) == 1 and len(b.inputs) == 2:
+            if b.op == "where" and len(inputs) < len(b.inputs):
+                a_, b_ = (folded.get(w, "·") for w in b.inputs[1:])
+                const_text = f"? {a_} : {b_}"
+                if len(inputs) == 1:
+                    kind = "mark"
+            elif kind == "junction" and len(inputs) == 1 and len(b.inputs) == 2:
                 kind = "mark"
                 sym = BINARY_TEXT[b.op]
                 if b.inputs[0] in folded:
@@ -747,8 +753,10 @@ class _Builder:
                     if a in spec.passing and a in src_axes:
                         j = src_axes.index(a)
                         seg.passing[t] = True
-                        if main_seg is not None and abs(spec.ports[t] - offs[t]) < 0.01 and \
-                                c - main_seg.label_col[j] < RELABEL_COLUMNS:
+                        straight = (main_seg is not None and abs(spec.ports[t] - offs[t]) < 0.01 and
+                                    abs(main_seg.offs[j] - offs[t]) < 0.01 and
+                                    abs(n.in_ports[n.prim][j] - offs[t]) < 0.01)
+                        if straight and c - main_seg.label_col[j] < RELABEL_COLUMNS:
                             seg.labelled[t] = False
                             seg.inherit[t] = (main_seg, j)
                             seg.label_col[t] = main_seg.label_col[j]
@@ -992,7 +1000,7 @@ class _Builder:
         if kind == "bar":
             return 5.0
         if kind == "soft":
-            return 16.0 + (text_width("log", SMALL) + 2 if n.op == "log_softmax" else 0.0)
+            return 30.0 if n.op == "log_softmax" else 16.0
         if kind == "index":
             return max(24.0, tw + 18.0)
         if kind == "norm":
@@ -1052,7 +1060,7 @@ class _Builder:
         main_axes = [a for a, _ in tracks] if n.prim is not None else []
         n.outs[0] = _Out(order, [pos[a] for a in order], [pos[a] for a in order], set(main_axes))
         n.passing_ports = {}
-        sym = JUNCTION_SYMBOL.get(n.op, n.op)
+        sym = n.const_text or JUNCTION_SYMBOL.get(n.op, n.op)
         n.g["sym"] = sym
         n.g["dots"] = [pos[a] for a in order if merge_count[a] >= 2]
         n.g["top_y"] = top_y
@@ -1500,7 +1508,7 @@ class _Builder:
                 continue  # far apart: a dashed line in empty space would separate nothing
             y = (m.y + mb + l.y + lt) / 2
             x0, x1 = self._pos_x(p0, False), self._pos_x(p1, True)
-            if x1 - x0 > 16:
+            if x1 - x0 > 30:
                 self.L[0].append(Path(_hline(x0, x1, y), "#a3acb8", 0.8, None, "4 3", "separator"))
 
     def _wire_style(self, dtype: str, axis: str) -> tuple[float, str | None]:
@@ -1578,8 +1586,8 @@ class _Builder:
                 pieces.insert(0, _hline(x_h0, x_h1, y))
             if ended:
                 pieces.append((("M", x_h1, y - 3.5), ("L", x_h1, y + 3.5)))
-            for cmds in pieces:
-                wires.append(Path(cmds, color, width, None, dash, "wire"))
+            if pieces:  # one path per track: its run and bends as subpaths
+                wires.append(Path(tuple(c for cmds in pieces for c in cmds), color, width, None, dash, "wire"))
             for xb in sorted(branch):
                 out = branch[xb] + (1 if x_h1 > xb + 0.5 else 0)
                 if out >= 2:
@@ -1649,12 +1657,11 @@ class _Builder:
                 glyphs.append(_poly(pts, fill, INK, 1.1, "box"))
                 self._text_in(x0 + (w - 7) / 2 + 1, (top + bot) / 2, n)
             elif kind == "soft":
-                tx = x0
-                if n.op == "log_softmax":
-                    texts.append(Text(x0, (top + bot) / 2 + 3, "log", SMALL, INK, False, False, "start", "box"))
-                    tx = x0 + text_width("log", SMALL) + 2
-                pts = [(tx, top), (x0 + w, (top + bot) / 2), (tx, bot)]
+                pts = [(x0, top), (x0 + w, (top + bot) / 2), (x0, bot)]
                 glyphs.append(_poly(pts, FILL["soft"], INK, 1.1, "box"))
+                if n.op == "log_softmax":  # written inside, near the base where the triangle is tall
+                    texts.append(Text(x0 + 2.5, (top + bot) / 2 + 2.6, "log", 7.5, INK, False, False, "start",
+                                      "box"))
             elif kind == "bar":
                 glyphs.append(_rect(x0, top, w, h, 1.0, INK, None, 0.0, "box"))
             else:  # a collapsed sub-circuit or scan: a small prism with its name

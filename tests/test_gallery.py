@@ -1,0 +1,89 @@
+"""The gallery: every zoo circuit drawn into gallery/, checked fresh, and `diagrammar render`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from diagrammar.cli import main
+from diagrammar.gallery_cli import build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_committed_gallery_is_fresh():
+    assert main(["gallery", "--out", str(ROOT / "gallery"), "--check"]) == 0
+
+
+def test_gallery_index_shows_every_figure():
+    files = build(ROOT / "circuits")
+    index = files["README.md"]
+    figures = [n for n in files if n.endswith(".svg")]
+    assert figures and all(f"]({n})" in index for n in figures)
+    for path in sorted((ROOT / "circuits").glob("*.circuit")):
+        assert f"## {path.name}" in index
+
+
+def test_check_fails_after_touching_a_circuit(tmp_path, capsys):
+    circuits = tmp_path / "circuits"
+    shutil.copytree(ROOT / "circuits", circuits)
+    out = tmp_path / "gallery"
+    assert main(["gallery", "--circuits", str(circuits), "--out", str(out)]) == 0
+    assert main(["gallery", "--circuits", str(circuits), "--out", str(out), "--check"]) == 0
+    mlp = circuits / "mlp.circuit"
+    mlp.write_text(mlp.read_text().replace("axis d = 64", "axis d = 96"), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["gallery", "--circuits", str(circuits), "--out", str(out), "--check"]) == 1
+    assert "mlp.ResidualMLP.svg" in capsys.readouterr().err
+    # a figure left over from a circuit that is gone also makes it stale
+    assert main(["gallery", "--circuits", str(circuits), "--out", str(out)]) == 0
+    (out / "old.Gone.svg").write_text("<svg/>")
+    assert main(["gallery", "--circuits", str(circuits), "--out", str(out), "--check"]) == 1
+    assert main(["gallery", "--circuits", str(circuits), "--out", str(out)]) == 0
+    assert not (out / "old.Gone.svg").exists()
+
+
+@pytest.mark.parametrize("suffix,magic", [(".svg", b"<?xml"), (".png", b"\x89PNG"), (".tex", b"\\documentclass")])
+def test_render_writes_each_format(tmp_path, suffix, magic):
+    out = tmp_path / f"fig{suffix}"
+    assert main(["render", str(ROOT / "circuits/grok_transformer.circuit"), "--circuit", "GrokTransformer",
+                 "-o", str(out), "--depth", "1"]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+def test_render_defaults_and_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", str(ROOT / "circuits/mlp.circuit")]) == 0
+    assert (tmp_path / "ResidualMLP.svg").is_file()  # the last circuit of the file
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "--circuit", "Nope"]) == 1
+    assert "no circuit named 'Nope'" in capsys.readouterr().err
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", "fig.pdf"]) == 2
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", "-"]) == 0
+    assert capsys.readouterr().out.startswith("<?xml")
+
+
+def test_render_png_without_cairosvg(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cairo(name, *args, **kwargs):
+        if name == "cairosvg":
+            raise ImportError("no cairosvg here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cairo)
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", str(tmp_path / "x.png")]) == 1
+    assert "pip install cairosvg" in capsys.readouterr().err
+
+
+def test_render_cost_and_dot(tmp_path, capsys):
+    pytest.importorskip("diagrammar.backends.cost")
+    out = tmp_path / "cost.svg"
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "--cost", "--batch", "8", "-o", str(out)]) == 0
+    assert 'class="annotation"' in out.read_text()
+    pytest.importorskip("diagrammar.backends.dot")
+    dot = tmp_path / "fig.dot"
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", str(dot)]) == 0
+    assert "digraph" in dot.read_text()
