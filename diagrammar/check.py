@@ -184,6 +184,7 @@ class _Builder:
         self.parent = parent  # a repeat body reads values of the enclosing circuit
         self.captures: list[tuple[str, Any, Any]] = []  # (name, outer value, inner value)
         self.counter = 0
+        self.next_suffix: dict[tuple[str, str], int] = {}
 
     def new_wire(self, ttype: TensorType) -> str:
         self.counter += 1
@@ -192,19 +193,21 @@ class _Builder:
         return name
 
     def unique_wire(self, base: str) -> str:
-        if base not in self.wires:
-            return base
-        k = 2
-        while f"{base}@{k}" in self.wires:
-            k += 1
-        return f"{base}@{k}"
+        return self._unique(base, "@", self.wires)
 
     def unique_box(self, base: str, sep: str = "_") -> str:
-        if base not in self.box_names:
+        return self._unique(base, sep, self.box_names)
+
+    def _unique(self, base: str, sep: str, taken) -> str:
+        """`base`, or `base{sep}k` with the next free k (remembered per base, so n
+        rebindings of one name cost O(n), not O(n**2))."""
+        if base not in taken:
             return base
-        k = 2
-        while f"{base}{sep}{k}" in self.box_names:
+        key = (base, sep)
+        k = self.next_suffix.get(key, 2)
+        while f"{base}{sep}{k}" in taken:
             k += 1
+        self.next_suffix[key] = k + 1
         return f"{base}{sep}{k}"
 
     def lookup(self, name: str):
@@ -310,7 +313,19 @@ class Program:
 
     @property
     def axes(self) -> dict[str, Size]:
+        """Every top-level axis and its size (symbolic where bound at compile time)."""
         return dict(self._checker.global_axes)
+
+    @property
+    def axis_formulas(self) -> dict[str, str]:
+        """Axis -> its size as declared (`dk` -> `d // heads`), for legends and docs."""
+        return {name: S.size_text(item.size) for name, (item, _file) in self._checker.axis_decls.items()
+                if "\0" not in name and item.size is not None}
+
+    @property
+    def own_circuits(self) -> list[str]:
+        """Circuits defined in the program's own file (not those it `use`s), in source order."""
+        return [n for n in self._diagrams if self._checker.circuits[n].file == self.file]
 
     def __getitem__(self, name: str) -> Diagram:
         if name not in self._diagrams:
@@ -1008,7 +1023,8 @@ class _CircuitChecker:
         self.stmt_boxes = outer_boxes
         in_wires = [x.wire for _, v in carried for x in _flat(v)] + [o.wire for _n, o, _i in inner.b.captures]
         out_types = [x.type for _, v in carried for x in _flat(v)]
-        results = self.add_box("repeat", in_wires, out_types, st.span,
+        roles = {a.name: "replaced" for t in out_types for a in t.axes}
+        results = self.add_box("repeat", in_wires, out_types, st.span, roles=roles,
                                attrs={"count": count, "carried": len(out_types)}, body=body, label="repeat")
         # rebind carried names
         it = iter(results)
@@ -1766,9 +1782,7 @@ class _CircuitChecker:
         wires, batch = self.match_args(callee, values, spans, node.func, node.span)
         out_types = [TensorType(tuple(batch) + t.axes, t.dtype) for t in flat_types(callee.output.type)]
         self._check_outer_sizes(out_types, node.span, node.func)
-        roles = {}
-        for t in out_types:
-            roles.update(_passing(t))
+        roles = _body_roles(callee, batch)
         results = self.add_box("call", wires, out_types, node.span, body=callee, roles=roles,
                                attrs={"circuit": node.func, "batch": tuple(a.name for a in batch)},
                                label=_snake(node.func))
@@ -1870,9 +1884,7 @@ class _CircuitChecker:
         y_full = _add_axis(_add_batch(y_t, batch), Axis(t_name, t_size))
         out_types = flat_types(new_state_b) + flat_types(y_full)
         self._check_outer_sizes(out_types, node.span, f"scan of {step_name}")
-        roles = {}
-        for t in out_types:
-            roles.update(_passing(t))
+        roles = _body_roles(step, batch)
         roles[t_name] = "consumed" if xs else "produced"
         results = self.add_box("scan", wires, out_types, node.span, body=step, roles=roles,
                                attrs={"circuit": step_name, "along": t_name, "length": t_size,
@@ -1901,6 +1913,17 @@ def _assigned_names(stmts) -> list[str]:
                 if n not in out:
                     out.append(n)
     return out
+
+
+def _body_roles(body: Diagram, batch: list[Axis]) -> dict[str, str]:
+    """Roles of a call's axes: the callee covers its own axes; batch axes pass by."""
+    ins = {a.name for p in body.inputs for t in flat_types(p.type) for a in t.axes}
+    outs = {a.name for t in flat_types(body.output.type) for a in t.axes}
+    roles = {a.name: "passing" for a in batch}
+    for name in sorted(ins | outs):
+        if name not in roles:
+            roles[name] = "replaced" if name in ins and name in outs else "consumed" if name in ins else "produced"
+    return roles
 
 
 def _passing(t: TensorType) -> dict[str, str]:

@@ -21,14 +21,14 @@ def add_arguments(parser) -> None:
 
 
 def _summary_line(text: str) -> str:
-    """The file's opening comment, which says what the circuits are."""
+    """The file's opening comment block, which says what the circuits are, as one paragraph."""
+    words = []
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("#"):
-            return line.lstrip("#").strip()
-        if line:
+        if not line.startswith("#"):
             break
-    return ""
+        words.append(line.lstrip("#").strip())
+    return " ".join(w for w in words if w)
 
 
 def _has_body(diagram) -> bool:
@@ -54,7 +54,8 @@ def build(circuits_dir: Path) -> dict[str, str]:
         "Wires are named axes (one colour per axis, sizes in each figure's legend); a box covers only",
         "the wires it consumes and the others run past it; dots copy, `+` adds, caps contract;",
         "bold `L` is a learned linear map, triangles are softmax, pentagons index, bars reshape.",
-        "Sub-circuits are named blocks, shown expanded one level below where they occur.",
+        "Calls of other circuits are named blocks; a circuit that has them is shown a second time with",
+        "them expanded one level (`diagrammar render FILE --depth 1`).",
         "",
     ]
     for path in sorted(circuits_dir.glob("*.circuit")):

@@ -27,14 +27,7 @@ def add_arguments(parser) -> None:
 
 def own_circuits(program) -> list[str]:
     """Circuits defined in the program's own file, in source order (not those it `use`s)."""
-    names = list(program)
-    checker = getattr(program, "_checker", None)
-    sources = getattr(checker, "circuits", None)
-    if isinstance(sources, dict):
-        own = [n for n in names if getattr(sources.get(n), "file", None) == program.file]
-        if own:
-            return own
-    return names
+    return program.own_circuits or list(program)
 
 
 def _fail(message: str, code: int = 1) -> int:

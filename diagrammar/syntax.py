@@ -638,6 +638,17 @@ def _char_hint(ch: str) -> str | None:
     return None
 
 
+def size_text(node, parent_prec: int = 0) -> str:
+    """A size expression written back as source (`d // heads`), with minimal parentheses."""
+    if isinstance(node, SizeInt):
+        return str(node.value)
+    if isinstance(node, SizeName):
+        return node.name
+    prec = 1 if node.op in ("+", "-") else 2
+    text = f"{size_text(node.left, prec)} {node.op} {size_text(node.right, prec + 1)}"
+    return f"({text})" if prec < parent_prec else text
+
+
 def bare_parse(text: str):
     """Lark's plain LALR parse of the same grammar (the benchmark's yardstick)."""
     return _bare_parser().parse(text if text.endswith("\n") else text + "\n")

@@ -92,7 +92,7 @@ def _tikz(fig: Layout) -> str:
         r"\usepackage{lmodern}",
         r"% " + tex_escape(fig.name) + r": a neural circuit diagram drawn by diagrammar",
     ]
-    for c, name in sorted(colors.items(), key=lambda kv: kv[1]):
+    for c, name in sorted(colors.items(), key=lambda kv: int(kv[1][2:])):
         lines.append(rf"\definecolor{{{name}}}{{HTML}}{{{c.lstrip('#').upper()}}}")
     lines += [
         r"\begin{document}",

@@ -52,12 +52,14 @@ def test_golden_svg(stem, name, depth, update_golden):
     svg = render_svg(program[name], depth=depth, axis_formulas=axis_formulas(program))
     golden = GOLDEN / f"{stem}.{name}.depth{depth}.svg"
     failed = GOLDEN / f"_{stem}.{name}.depth{depth}.svg"
-    if update_golden or not golden.exists():
+    if update_golden:
         golden.write_text(svg, encoding="utf-8", newline="\n")
         failed.unlink(missing_ok=True)
-        if not update_golden:
-            pytest.skip(f"wrote a new golden file {golden.name}")
         return
+    if not golden.exists():
+        failed.write_text(svg, encoding="utf-8", newline="\n")
+        pytest.fail(f"no golden file {golden.name}; the figure is in {failed.name} "
+                    "(look at it, then run pytest --update-golden)")
     expected = golden.read_text(encoding="utf-8")
     if svg != expected:
         failed.write_text(svg, encoding="utf-8", newline="\n")
@@ -357,3 +359,43 @@ def test_generated_sub_circuits_expand(choices):
     d = diagrammar.parse(text)["Outer"]
     one = check_layout(d, 1)
     assert any(b.path.startswith("y.") for b in one.boxes) or not diagrammar.parse(text)["Inner"].boxes
+
+
+# ---------------------------------------------------------------- every kind of operation
+
+KITCHEN_SINK = """\
+axis h = 8, w = 8, h2 = 4, w2 = 4, c = 3, cout = 16, hw = h2 * w2, k = 5, e = 2, f = 8, fe = f * e, g = 10, two = 2, s = 4, s2 = 8
+
+circuit Vision(img: [h, w, c]) -> [g]:
+    y = relu(conv(img, over = (h, w), kernel = (3, 3), c -> cout))
+    z = pool(y, over = (h, w) -> (h2, w2), window = (2, 2), op = max)
+    q = conv(y, over = (h, w) -> (h2, w2), kernel = (3, 3), cout -> cout, stride = 2)
+    m = merge(z + q, (h2, w2) -> hw)
+    v = mean(m, over = hw)
+    return linear(v, cout -> g)
+
+circuit Shapes(x: [f, e], t: int[k], y: [s], z: [s]) -> [k, g]:
+    a = split(merge(x, (f, e) -> fe), fe -> (f, e))
+    b = einsum(a, x, -> [f])
+    cat = concat(y, z, along = s -> s2)
+    p = gather(b, argmax(onehot(t, f), over = f), along = f)
+    u = stack(p, p, along = two)
+    r = sum(cat, over = s2) + sum(u, over = two)
+    return linear(onehot(t, g) * r, g -> g) + exp(-r)
+"""
+
+
+@pytest.mark.parametrize("name", ["Vision", "Shapes"])
+@pytest.mark.parametrize("depth", [0, 1])
+def test_every_operation_lays_out(name, depth):
+    program = diagrammar.parse(KITCHEN_SINK)
+    fig = check_layout(program[name], depth)
+    ops = {b.op for b in fig.boxes}
+    if name == "Vision":
+        assert {"conv", "pool", "merge", "mean", "linear", "relu", "add"} <= ops
+        strided = [s for s in fig.shapes if isinstance(s, PathShape) and s.role == "box"
+                   and len(s.cmds) == 5 and s.cmds[1][2] != s.cmds[0][2]]
+        assert strided, "a strided convolution is drawn as a trapezoid"
+    else:
+        assert {"merge", "split", "einsum", "concat", "gather", "argmax", "onehot", "stack", "sum", "neg",
+                "exp", "mul", "add"} <= ops

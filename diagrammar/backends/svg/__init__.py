@@ -62,40 +62,9 @@ def repr_svg(diagram: Diagram) -> str:
 
 
 def axis_formulas(program) -> dict[str, str]:
-    """Axis -> its declared size expression (``"d // heads"``), read from a checked Program.
+    """Axis -> its declared size expression (``"d // heads"``), from a checked Program.
 
     The IR keeps only evaluated sizes; the legend shows derived sizes the way
-    they were written when this is passed to ``render_svg``. Returns {} when the
-    program does not expose its declarations.
+    they were written when this is passed to ``render_svg``.
     """
-    checker = getattr(program, "_checker", None)
-    decls = getattr(checker, "axis_decls", None)
-    if not isinstance(decls, dict):
-        return {}
-    out: dict[str, str] = {}
-    for key, value in decls.items():
-        if "\0" in key:
-            continue
-        item = value[0] if isinstance(value, tuple) else value
-        node = getattr(item, "size", None)
-        text = _size_text(node) if node is not None else None
-        if text is not None:
-            out[key] = text
-    return out
-
-
-def _size_text(node, parent_prec: int = 0) -> str | None:
-    kind = type(node).__name__
-    if kind == "SizeInt":
-        return str(node.value)
-    if kind == "SizeName":
-        return node.name
-    if kind == "SizeBin":
-        prec = 1 if node.op in ("+", "-") else 2
-        left = _size_text(node.left, prec)
-        right = _size_text(node.right, prec + 1)
-        if left is None or right is None:
-            return None
-        text = f"{left} {node.op} {right}"
-        return f"({text})" if prec < parent_prec else text
-    return None
+    return program.axis_formulas

@@ -37,7 +37,7 @@ import gc
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...ir import Diagram, Size, TensorType, const_label, flat_types
+from ...ir import Diagram, Size, TensorType, const_label
 
 __all__ = ["layout", "Layout", "Path", "Circle", "Text", "BoxGeom", "LabelGeom", "TrackGeom",
            "text_width", "axis_colors", "PALETTE"]
@@ -345,7 +345,7 @@ def _hline(x0: float, x1: float, y: float) -> tuple:
 
 
 class _Lane:
-    __slots__ = ("id", "parent", "prof", "y", "next", "tail", "rank")
+    __slots__ = ("id", "parent", "prof", "y", "next", "tail", "rank", "key")
 
     def __init__(self, lid: int, parent: "_Lane | None"):
         self.id = lid
@@ -355,6 +355,7 @@ class _Lane:
         self.next: _Lane | None = None
         self.tail: _Lane = self
         self.rank = 0
+        self.key = 0.0  # grows down the list; only a hint (ties are possible), the list is the truth
 
     def reach(self, pos: int, top: float, bottom: float):
         r = self.prof.get(pos)
@@ -439,7 +440,7 @@ class _Out:
 class _Node:
     __slots__ = ("idx", "kind", "op", "box", "path", "inputs", "outputs", "types", "col", "lane", "main", "prim",
                  "in_ports", "outs", "out_order", "sec_order", "top", "bottom", "width", "g", "frame",
-                 "text", "annotation", "x0", "in_x", "out_x", "const_text", "passing_ports", "span")
+                 "text", "annotation", "x0", "in_x", "out_x", "const_text", "span")
 
     def __init__(self, idx: int, kind: str, op: str, box, path: str, inputs: list[str], outputs: list[str]):
         self.idx = idx
@@ -469,7 +470,6 @@ class _Node:
         self.in_x = 0.0
         self.out_x = 0.0
         self.const_text = ""
-        self.passing_ports: dict[str, float] = {}
         self.span = 0.0  # width the column needs for this node (its glyph, or a wider annotation)
 
 
@@ -615,6 +615,7 @@ class _Builder:
         anchor = parent.tail if parent is not None else self.last
         lane.next = anchor.next
         anchor.next = lane
+        lane.key = (anchor.key + lane.next.key) / 2 if lane.next is not None else anchor.key + 1.0
         if anchor is self.last:
             self.last = lane
         p, steps = parent, 0
@@ -782,6 +783,11 @@ class _Builder:
             n.bottom += SMALL * 1.4
             n.span = max(n.width, text_width(n.annotation, SMALL) + 6)
 
+    def _by_height(self, n: _Node, reads) -> list[int]:
+        """Inputs other than the primary one, top to bottom as their lanes run: no crossings."""
+        return sorted((i for i in range(len(n.inputs)) if i != n.prim),
+                      key=lambda i: (reads[i][2].lane.key, i))
+
     def _main_tracks(self, n: _Node, reads) -> list[tuple[str, float]]:
         """The primary input's tracks with their offsets in the node's lane."""
         if n.prim is None:
@@ -903,7 +909,7 @@ class _Builder:
         # inputs other than the main one enter the box stacked under it
         used = list(port.values()) + prod_slots
         low = max(used) if used else -STACK
-        sec = n.sec_order if n.sec_order is not None else [i for i in range(len(n.inputs)) if i != n.prim]
+        sec = n.sec_order if n.sec_order is not None else self._by_height(n, reads)
         sec_ports: list[float] = []
         for i in sec:
             b = reads[i][1]
@@ -933,10 +939,6 @@ class _Builder:
                 g_bot += grow / 2
             else:
                 g_bot += grow
-        if kind == "scan":
-            if n.g["loop_above"]:
-                g_top -= 0.0
-            n.g["loop_room"] = LOOP + 4
         shift = 0.0
         if above:
             top_needed = g_top - (LOOP + 4 if kind == "scan" and n.g["loop_above"] else 0.0)
@@ -972,8 +974,6 @@ class _Builder:
             n.outs[out0] = _Out(axes0, ports0, band0, set(above) | set(below))
         for k, ports_k in extra_outs.items():
             n.outs[k] = _Out(_axes_of(n.types[k]), ports_k, None, set())
-        n.passing_ports = {a: port[a] for a in above}
-        n.passing_ports.update({a: port[a] + below_shift for a in below})
         n.g["top"], n.g["bot"] = g_top, g_bot
         n.g["cov"] = (min(cov_ys) + shift, max(cov_ys) + shift)
         all_ports = [y for ys in n.in_ports.values() for y in ys] + \
@@ -1023,7 +1023,6 @@ class _Builder:
         offs = {a: o for a, o in tracks}
         ports = [offs.get(a, 0.0) for a in out_axes]
         n.outs[0] = _Out(out_axes, ports, list(ports), set(out_axes))
-        n.passing_ports = dict(offs)
         text = n.const_text or MARK_TEXT.get(n.op, n.op)
         if n.op == "dropout" and n.box is not None:
             text = f"drop {n.box.attr('rate', 0):g}"
@@ -1059,7 +1058,6 @@ class _Builder:
             n.in_ports[i] = ports
         main_axes = [a for a, _ in tracks] if n.prim is not None else []
         n.outs[0] = _Out(order, [pos[a] for a in order], [pos[a] for a in order], set(main_axes))
-        n.passing_ports = {}
         sym = n.const_text or JUNCTION_SYMBOL.get(n.op, n.op)
         n.g["sym"] = sym
         n.g["dots"] = [pos[a] for a in order if merge_count[a] >= 2]
@@ -1073,7 +1071,7 @@ class _Builder:
         out_axes = list(n.types[0].names)
         result = set(out_axes)
         # operands top to bottom: the main one first, then the others in order
-        order_idx = ([n.prim] if n.prim is not None else []) + [i for i in range(len(n.inputs)) if i != n.prim]
+        order_idx = ([n.prim] if n.prim is not None else []) + self._by_height(n, reads)
         operand_axes = [reads[i][1].axes for i in order_idx]
         count: dict[str, int] = {}
         for axes in operand_axes:
@@ -1112,8 +1110,6 @@ class _Builder:
                 port = {a: base + j * PITCH for j, a in enumerate(arranged)}
                 n.in_ports[i] = [port[a] for a in b.axes]
                 low = base + (len(arranged) - 1) * PITCH
-                for a in contracted_a:
-                    pass
                 contracted_a = contracted_a + [a for a in contr if a not in contracted_a]
             ports_all.extend(n.in_ports[i])
         # rows for result axes not on the main operand, after its last result row
@@ -1190,7 +1186,7 @@ class _Builder:
             n.sec_order = [i for i in xs + consts + states if i != n.prim]
             n.g["states"] = states
         else:
-            n.sec_order = [i for i in range(len(n.inputs)) if i != n.prim]
+            n.sec_order = self._by_height(n, reads)
         in_order = ([n.prim] if n.prim is not None else []) + n.sec_order
         depth = self.depth if is_repeat else self.depth - 1
         frame = _Builder(box.body, depth, self.ctx, prefix=self.prefix + box.name + ".", nested=True,
@@ -1279,7 +1275,6 @@ class _Builder:
             else:
                 order = with_port + without
                 n.outs[k] = _Out(order, [ports[a] for a in order], None, set())
-        n.passing_ports = {a: port[a] for a in passing}
         n.g["edge_in"], n.g["edge_out"] = edge_in, edge_out
         pw = 12.0 if is_repeat else 0.0
         side = LOOP if is_scan else 0.0
@@ -1644,7 +1639,13 @@ class _Builder:
         if kind in ("box", "reduce", "norm", "index", "soft", "bar", "call", "scan"):
             top, bot = ly + g["top"], ly + g["bot"]
             h = bot - top
-            if kind == "box" or kind == "reduce":
+            strided = n.op == "conv" and any(v > 1 for v in (n.box.attr("stride", (1,)) or (1,)))
+            if strided:  # a strided convolution shrinks its spatial wires: a trapezoid
+                inset = min(5.0, h / 4)
+                glyphs.append(_poly([(x0, top), (x0 + w, top + inset), (x0 + w, bot - inset), (x0, bot)],
+                                    FILL["learned"], INK, 1.1, "box"))
+                self._text_in(x0 + w / 2, (top + bot) / 2, n)
+            elif kind == "box" or kind == "reduce":
                 fill = FILL["learned"] if n.op in ("linear", "conv") else FILL["reduce"]
                 glyphs.append(_rect(x0, top, w, h, 3.0, fill, INK, 1.1, "box"))
                 self._text_in(x0 + w / 2, (top + bot) / 2, n)
