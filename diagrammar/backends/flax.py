@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ..errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
 from ..ir import Box, Diagram, Init, Size, TensorType, TupleType, Weight, eval_const, flat_types
@@ -561,6 +562,46 @@ def _einsum(operands: Sequence[tuple[Any, Sequence[Any]]], out: Sequence[Any]):
     return jnp.einsum(spec, *[a for a, _ in operands])
 
 
+def _dims(x) -> tuple:
+    return (((x.ndim - 1,), (0,)), ((), ()))
+
+
+@jax.custom_jvp
+def _matmul(x, w):
+    """`x @ w` over x's last axis, with a backward pass that computes dW before dX.
+
+    The two backward products are independent, so XLA's CPU runtime may run them
+    at the same time, each asking for every core; which one it starts first
+    depends on incidental things such as the order of the weights' names (a
+    layer whose weights are `W, b` got a 30% slower step than the same layer
+    with `kernel, bias`). An optimisation barrier in the tangent rule orders
+    them (dW, then dX) so the step time no longer depends on luck. Defined as a
+    custom JVP, not a custom VJP, so forward-mode and higher-order derivatives
+    still work.
+    """
+    return lax.dot_general(x, w, _dims(x))
+
+
+def _matmul_jvp(primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    y = lax.dot_general(x, w, _dims(x))
+    zero_x, zero_w = type(dx) is SymbolicZero, type(dw) is SymbolicZero
+    if zero_x and zero_w:
+        return y, jnp.zeros_like(y)
+    if zero_x:
+        return y, lax.dot_general(x, dw, _dims(x))
+    t = lax.dot_general(dx, w, _dims(dx))
+    if zero_w:
+        return y, t
+    # transposed, the barrier makes dX = g w^T wait for dW = x^T g
+    t, dw = lax.optimization_barrier((t, dw))
+    return y, t + lax.dot_general(x, dw, _dims(x))
+
+
+_matmul.defjvp(_matmul_jvp, symbolic_zeros=True)
+
+
 # ---------------------------------------------------------------- probes
 
 
@@ -720,7 +761,7 @@ class _Runner:
         k = math.prod(a.shape[len(keep):])
         out_shape = w.shape[len(in_axes):]
         a = a.reshape(lead + (k,))
-        y = lax.dot_general(a, w.reshape((k, math.prod(out_shape))), (((len(lead),), (0,)), ((), ())))
+        y = _matmul(a, w.reshape((k, math.prod(out_shape))))
         y = y.reshape(lead + out_shape)
         if b.attr("bias"):
             y = y + _align(_V(self._weight(prefix, b, "b"), out_axes), names)

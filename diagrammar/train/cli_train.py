@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TASKS = ("modadd",)  # keep in step with TASK_BUILDERS (listed here so the parser needs no imports)
+TASKS = ("modadd", "sort", "hull")  # keep in step with TASK_BUILDERS (listed here so the parser needs no imports)
 
 
 def _axis_size(text: str) -> tuple[str, int]:
@@ -113,8 +113,20 @@ def _modadd_task(args: argparse.Namespace, model: Any) -> tuple[Any, str, str]:
     return task, f"p{p}", description
 
 
+def _pointer(kind: str, what: str) -> Any:
+    """``diagrammar.train.pointer.<what>(kind, ...)``, imported only when a run starts."""
+    def call(*args: Any) -> Any:
+        from . import pointer
+
+        return getattr(pointer, what)(kind, *args)
+    return call
+
+
 # --task NAME -> builder(args, model) -> (task, output-directory tag, description); raises ValueError.
-TASK_BUILDERS = {"modadd": _modadd_task}
+TASK_BUILDERS = {"modadd": _modadd_task,
+                 "sort": _pointer("sort", "task_for_cli"), "hull": _pointer("hull", "task_for_cli")}
+# --task NAME -> axis_sizes(args): free axes the task binds before compiling (--axis NAME=SIZE wins).
+TASK_AXES = {"sort": _pointer("sort", "cli_axis_sizes"), "hull": _pointer("hull", "cli_axis_sizes")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     axis_sizes = dict(args.axis)
     if args.p is not None:
         axis_sizes["p"] = args.p
+    if args.task in TASK_AXES:
+        axis_sizes = {**TASK_AXES[args.task](args), **axis_sizes}
     try:
         import diagrammar
 

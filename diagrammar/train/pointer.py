@@ -266,15 +266,19 @@ class PointerTask:
             @jax.jit
             def run(params, x, mask):
                 m = nnx.merge(graphdef, params, rest, copy=True)
-                return jnp.argmax(greedy(m, x, mask, steps, reopen), axis=-1)
+                return greedy(m, x, mask, steps, reopen)
 
             self._siblings[width] = (run, steps)
         return self._siblings[width]
 
-    def decode(self, model, x, mask) -> np.ndarray:
-        """Greedy picks ``int[b, steps]`` for inputs padded to any width (a sibling module when it differs)."""
+    def greedy_logp(self, model, x, mask) -> np.ndarray:
+        """Greedy decoding of inputs padded to any width (a sibling module when it differs): ``[b, steps, n]``."""
         run, _ = self._greedy_fn(model, int(x.shape[1]))
         return np.asarray(run(nnx.state(model, nnx.Param), jnp.asarray(x), jnp.asarray(mask)))
+
+    def decode(self, model, x, mask) -> np.ndarray:
+        """Greedy picks ``int[b, steps]`` (see ``greedy_logp``)."""
+        return np.argmax(self.greedy_logp(model, x, mask), axis=-1)
 
     def evaluate(self, model, data: dict[str, Any]) -> dict[str, float]:
         """Greedy metrics on ``data`` (any width): ``acc``, ``token_acc`` and, for the hull, ``area``."""
@@ -300,3 +304,114 @@ class PointerTask:
             for k, v in self.evaluate(model, self.general_data(n)).items():
                 row[f"gen{n}_{k}"] = v
         return row
+
+    # -- the end-of-run report
+
+    def length_curve(self, model, lengths, size: int = 200) -> dict[int, dict[str, float]]:
+        """Greedy metrics at each length in ``lengths`` (``size`` examples each), all decoded at one width."""
+        lengths = sorted({int(k) for k in lengths})
+        sizes = self.axis_sizes(self.kind, max(lengths))
+        out = {}
+        for n in lengths:
+            data = numpy_batch(self.kind, [self.seed, 4, n], size, n, n, sizes["n"], sizes["steps"])
+            out[n] = self.evaluate(model, data)
+        return out
+
+    def report_lengths(self) -> list[int]:
+        """Lengths drawn in ``report``: from the smallest allowed to 1.5x the training maximum."""
+        least = 3 if self.kind == "hull" else 2
+        top = max(self.n_max + self.n_max // 2, *self.general_n, self.test_n)
+        return sorted({int(round(k)) for k in np.linspace(least, top, 12)} | {self.test_n, *self.general_n})
+
+    def report(self, model, out_dir: str | os.PathLike) -> list[Path]:
+        """``pointer.png``: greedy accuracy against length (and, for the hull, example predictions)."""
+        from matplotlib.figure import Figure
+
+        from .plots import save_figure
+
+        curve = self.length_curve(model, self.report_lengths())
+        hull = self.kind == "hull"
+        fig = Figure(figsize=(11 if hull else 6.5, 4), layout="constrained")
+        axes = fig.subplots(1, 2, width_ratios=(1.4, 1)) if hull else [fig.subplots()]
+        ax = axes[0]
+        ns = list(curve)
+        for key, label in (("acc", "exact sequence"), ("token_acc", "per token"), ("area", "area coverage")):
+            if key in curve[ns[0]]:
+                ax.plot(ns, [curve[n][key] for n in ns], "o-", ms=3, label=label)
+        ax.axvspan(self.n_min - 0.5, self.n_max + 0.5, color="tab:gray", alpha=0.15, label="trained lengths")
+        ax.set_xlabel("n (inputs)")
+        ax.set_ylabel("greedy decoding")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{'convex hull' if hull else 'sorting'}: accuracy against length", fontsize=10)
+        if hull:
+            self._draw_hulls(axes[1], model)
+        return [save_figure(fig, Path(out_dir) / "pointer.png")]
+
+    def _draw_hulls(self, ax, model, count: int = 4) -> None:
+        data = {k: np.asarray(v)[:count] for k, v in self.test_data.items()}
+        pred = self.decode(model, data["x"], data["mask"])
+        for i in range(count):
+            off = np.array([1.15 * (i % 2), -1.15 * (i // 2)])
+            n = int(data["mask"][i].sum())
+            pts = data["x"][i, :n] + off
+            true = data["target"][i][data["target_mask"][i]]
+            guess = tasks_data.truncate_at_closure(pred[i])
+            guess = guess[guess < n]
+            ax.plot(*pts.T, "k.", ms=4)
+            ax.plot(*pts[true].T, "-", color="tab:green", lw=3, alpha=0.5)
+            ax.plot(*pts[guess].T, "--", color="tab:red", lw=1.2)
+        ax.plot([], [], "-", color="tab:green", lw=3, alpha=0.5, label="true hull")
+        ax.plot([], [], "--", color="tab:red", lw=1.2, label="greedy decoding")
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"test examples (n = {self.test_n})", fontsize=10)
+
+
+# --------------------------------------------------------------------------- the command line
+
+DEFAULT_N = {"sort": (5, 10), "hull": (5, 50)}  # training lengths, as in the issue and the paper
+
+
+def _given_axes(args: Any) -> dict[str, int]:
+    return dict(getattr(args, "axis", None) or [])
+
+
+def cli_axis_sizes(kind: str, args: Any) -> dict[str, int]:
+    """The free axes ``diagrammar train --task sort|hull`` binds: ``n`` (``--axis n=N`` or the default
+    maximum length) and ``steps`` to match."""
+    n_max = _given_axes(args).get("n", DEFAULT_N[kind][1])
+    return PointerTask.axis_sizes(kind, n_max)
+
+
+def task_for_cli(kind: str, args: Any, model) -> tuple[PointerTask, str, str]:
+    """The builder of ``--task sort|hull``: (task, output-directory tag, description).
+
+    The training lengths run from the default minimum (5) to the width the model
+    was compiled with (its axis ``n``; ``--axis n=N`` sets it); the test set has
+    length 10 (capped at the width) and ``analyse`` also decodes longer inputs
+    (sorting: n + 5; hull: 50 when trained shorter).
+    """
+    sizes = getattr(model, "sizes", {})
+    if "n" not in sizes or "steps" not in sizes:
+        raise ValueError("the pointer tasks need a PointerNet-like circuit with free axes n and steps "
+                         "(see circuits/pointer.circuit)")
+    n_max = sizes["n"]
+    want = PointerTask.axis_sizes(kind, n_max)["steps"]
+    if sizes["steps"] != want:
+        raise ValueError(f"--task {kind} with n = {n_max} needs steps = {want}, got steps = {sizes['steps']}")
+    least = 3 if kind == "hull" else 1
+    n_min = min(DEFAULT_N[kind][0], n_max)
+    if n_max < least:
+        raise ValueError(f"--task {kind} needs n >= {least}, got n = {n_max}")
+    test_n = max(least, min(10, n_max))
+    general = (n_max + 5,) if kind == "sort" else ((50,) if n_max < 50 else ())
+    task = PointerTask(kind=kind, n_min=n_min, n_max=n_max, test_n=test_n, batch_size=args.batch_size or 128,
+                       general_n=general, seed=args.seed)
+    what = "sorting n numbers" if kind == "sort" else "the convex hull of n points"
+    description = (f"{what}, n = {n_min}..{n_max} (fresh batches of {task.batch_size}; test: {task.eval_size} "
+                   f"examples of n = {test_n}, greedy decoding)")
+    return task, f"n{n_min}-{n_max}", description

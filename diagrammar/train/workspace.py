@@ -47,10 +47,23 @@ IMAGE_SHAPE = (8, 8)
 
 
 def _first(out: Any) -> jax.Array:
-    """The logits of a model's output: the output itself, or the first item of a tuple."""
+    """The scores of a model's output: the output itself, or the first item of a tuple."""
     while isinstance(out, (tuple, list)):
         out = out[0]
     return out
+
+
+def answer_logits(out: Any, steps: int) -> jax.Array:
+    """Scores ``[batch, answers]`` of a model's output, read after ``steps`` controller steps.
+
+    A model that returns its answer after every step (``[batch, steps, answers]``,
+    the workspace circuits) is read after ``steps`` of them (its last step if it
+    has fewer); one that returns ``[batch, answers]`` is read as it is.
+    """
+    x = _first(out)
+    if x.ndim == 3:
+        x = x[:, min(steps, x.shape[1]) - 1]
+    return x
 
 
 def parameter_count(model: nnx.Module) -> int:
@@ -76,6 +89,8 @@ class WorkspaceAdd:
         at every step; ``images``: a fresh batch of pairs and images is drawn
         inside the compiled step (default 128).
       eval_draws: images per pair in the evaluation sets (``images`` only).
+      module_weight: weight of the modules' own objectives, for a model that
+        exposes its modules (see :meth:`loss`); 0 trains on the answer alone.
     """
 
     inputs: str = "ints"
@@ -85,6 +100,7 @@ class WorkspaceAdd:
     extrap_b: tuple[int, ...] = (7, 8, 9)
     batch_size: int | None = None
     eval_draws: int = 10
+    module_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.inputs not in ("ints", "images"):
@@ -93,6 +109,13 @@ class WorkspaceAdd:
         split = td.workspace_split(self.max_digit, self.heldout_frac, self.extrap_b, self.seed)
         self.n_numbers = int(split["n_numbers"])
         self.max_train_b = int(split["max_train_b"])
+        # Controller steps a workspace model gets: input, b increments, output.
+        self.horizons = {"seen": self.max_train_b + 2, "heldout": self.max_train_b + 2,
+                         "extrap": max(self.extrap_b) + 2, "extrap_full": max(self.extrap_b) + 2}
+        # The increments k -> k + 1 that the training pairs go through (0 -> 1 .. 14 -> 15).
+        seen = split["train"]
+        self.increments = np.array(sorted({k for a, b in zip(seen["a"].tolist(), seen["b"].tolist())
+                                           for k in range(a, a + b)}), np.int32)
         self.pairs = {"seen": split["train"], "heldout": split["heldout"],
                       "extrap": split["extrap"], "extrap_full": split["extrap_full"]}
         if self.inputs == "ints":
@@ -132,7 +155,7 @@ class WorkspaceAdd:
         """What determines the data; a resumed run must match it."""
         return {"task": "workspace", "inputs": self.inputs, "seed": self.seed, "max_digit": self.max_digit,
                 "heldout_frac": self.heldout_frac, "extrap_b": list(self.extrap_b),
-                "batch_size": self.batch_size, "eval_draws": self.eval_draws}
+                "batch_size": self.batch_size, "eval_draws": self.eval_draws, "module_weight": self.module_weight}
 
     def model_inputs(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """The positional arguments of the model for ``batch``."""
@@ -142,11 +165,33 @@ class WorkspaceAdd:
 
     def loss(self, model: nnx.Module, batch: dict[str, jax.Array],
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Cross-entropy of the answer, and exact accuracy, on ``batch``."""
-        logits = _first(model(*self.model_inputs(batch))).astype(jnp.float32)
+        """Cross-entropy of the answer, and exact accuracy, on ``batch`` (seen or held-out pairs).
+
+        A workspace model is read after ``max_train_b + 2`` steps: it is trained
+        to answer within the steps the largest trained b needs. A model whose
+        output tuple goes on, after the answers and the routing, with the
+        addends as its Input module perceived them (``[2, answers]``) and its
+        Increment module's table (``[answers, answers]``, row k: the code after
+        k; ``WorkspaceDigits``) also learns its modules' own objectives, added
+        with weight ``module_weight``: perceive each digit as its number, and
+        map each number k the training pairs increment to k + 1.
+        """
+        out = model(*self.model_inputs(batch))
+        logits = answer_logits(out, self.horizons["seen"]).astype(jnp.float32)
         labels = batch["sum"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, {"acc": jnp.mean(jnp.argmax(logits, axis=-1) == labels)}
+        aux = {"acc": jnp.mean(jnp.argmax(logits, axis=-1) == labels)}
+        if self.module_weight and isinstance(out, (tuple, list)) and len(out) >= 4:
+            codes, succ = out[2], out[3]
+            addends = jnp.stack([batch["a"], batch["b"]], axis=-1)  # [batch, 2]
+            perceive = -jnp.mean(jnp.log(jnp.take_along_axis(codes, addends[..., None], axis=-1) + 1e-6))
+            table = succ.reshape((-1,) + succ.shape[-2:])[0]  # the same for every example
+            k = jnp.asarray(self.increments)
+            increment = -jnp.mean(jnp.log(table[k, k + 1] + 1e-6))
+            loss = loss + self.module_weight * (perceive + increment)
+            aux["perceive_acc"] = jnp.mean(jnp.argmax(codes, axis=-1) == addends)
+            aux["increment_acc"] = jnp.mean(jnp.argmax(table[k], axis=-1) == k + 1)
+        return loss, aux
 
     def _sample_images(self, key: jax.Array) -> dict[str, jax.Array]:
         """A fresh training batch: seen pairs, each digit drawn as a random image of the train pool."""
@@ -180,9 +225,9 @@ class WorkspaceAdd:
     # ------------------------------------------------------------------ evaluation
 
     def predict(self, model: nnx.Module, split: str) -> np.ndarray:
-        """The model's answers (argmax) on every example of ``split``."""
+        """The model's answers (argmax) on every example of ``split``, after ``horizons[split]`` steps."""
         model.eval()
-        logits = _first(_forward(model, *self.model_inputs(self.sets[split])))
+        logits = answer_logits(_forward(model, *self.model_inputs(self.sets[split])), self.horizons[split])
         return np.asarray(jnp.argmax(logits, axis=-1))
 
     def evaluate(self, model: nnx.Module, splits: Sequence[str] = SPLITS) -> dict[str, float]:
@@ -237,7 +282,8 @@ class WorkspaceAdd:
         out = _forward(model, *xs)
         if not isinstance(out, (tuple, list)) or len(out) < 2 or np.ndim(out[1]) != 3:
             return None
-        answers, gates = np.asarray(jnp.argmax(out[0], axis=-1)), np.asarray(out[1])  # [pair, steps, module]
+        answers = np.asarray(jnp.argmax(answer_logits(out, self.horizons["extrap"]), axis=-1))
+        gates = np.asarray(out[1])  # [pair, steps, module]
         fig = Figure(figsize=(3.2 * len(pairs), 2.6), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(pairs)))
         for i, ax in enumerate(axes):
@@ -265,9 +311,9 @@ def probe_inputs(model: nnx.Module) -> tuple[str, int]:
         except Exception as e:  # any failure means "not called this way"; reported below
             tried.append(f"{mode}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             continue
-        if getattr(out, "ndim", 0) == 2 and out.shape[0] == 1:
+        if getattr(out, "ndim", 0) in (2, 3) and out.shape[0] == 1:
             return mode, int(out.shape[-1])
-        tried.append(f"{mode}: returned shape {getattr(out, 'shape', type(out).__name__)}, expected [batch, answers]")
+        tried.append(f"{mode}: returned shape {getattr(out, 'shape', type(out).__name__)}, expected [batch, answers] or [batch, steps, answers]")
     raise ValueError("the circuit does not take a + b inputs as model(a, b) with a, b: int[] or a, b: [8, 8] "
                      "images, returning scores over the answers (or a tuple starting with them):\n  "
                      + "\n  ".join(tried))

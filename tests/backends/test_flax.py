@@ -538,7 +538,7 @@ def test_pointer_network_runs_batched():
     d = diagrammar.load(diagrammar._resources.circuits_dir() / "pointer.circuit")["PointerNet"]
     model = compile_diagram(d, rngs=nnx.Rngs(0), n=4, steps=4)
     x, valid = rnd(2, 4, 2), jnp.ones((2, 4), bool)
-    args = (x, valid, jnp.zeros((2, 4, 2)), jnp.zeros((2, 4), bool), jnp.zeros((2,), bool))
+    args = (x, valid, jnp.zeros((2, 4, 4)), jnp.zeros((2, 4), bool), jnp.zeros((2,), bool))  # forced: [steps, n]
     logp = model(*args)
     assert logp.shape == (2, 4, 4)
     picks = np.asarray(jnp.argmax(logp, axis=-1))
