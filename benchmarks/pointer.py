@@ -43,7 +43,8 @@ PAPER_HULL_N10_ACC, PAPER_HULL_N10_AREA = 0.870, 0.999
 
 def build(kind: str, n_max: int, seed: int):
     sizes = pointer.PointerTask.axis_sizes(kind, n_max)
-    return diagrammar.load(circuits_dir() / "pointer.circuit")["PointerNet"].compile(rngs=nnx.Rngs(seed), **sizes)
+    return diagrammar.load(circuits_dir() / "pointer.circuit")["PointerNet"].compile(rngs=nnx.Rngs(seed), remat=True,
+                                                                                     **sizes)
 
 
 def run(kind: str, *, n_min: int, n_max: int, test_n: int, general_n: tuple[int, ...], steps: int, minutes: float,

@@ -6,9 +6,11 @@ the IR's wires and weights, evaluated with the sizes bound at compile time.
 
 How it runs. Every value is kept as an array together with the names of its
 axes, in the array's memory order. Element-wise operations align their operands
-by name (a transpose plus size-1 axes, never NumPy's implicit rank promotion);
-contractions become `jnp.einsum` with one letter per axis name, so a square map
-`d -> d` (weights `[d, d]`) is told apart by position. Axes that the circuit is
+by name (a transpose plus size-1 axes, never NumPy's implicit rank promotion).
+`linear` is one 2-D matrix product, as in a hand-written `nnx.Linear` (input
+axes moved last and flattened, weights `[IN..., OUT...]` read by position, so a
+square map `d -> d` is no special case); `dot` and `einsum` become `jnp.einsum`
+with one letter per axis name. Axes that the circuit is
 broadcast over (the leading batch axes of the inputs, and the extra axes of a
 broadcast circuit call or scan step) get internal names starting with `#`,
 which no circuit can spell, and stay first in memory.
@@ -23,7 +25,12 @@ Choices this backend makes where the language leaves them open:
     axis (`model.repeat.x.W` has shape `[N, ...]`; nested repeats add one
     leading axis each, outermost first) and runs the copies with
     `jax.lax.scan`. `scan` runs `jax.lax.scan` along its axis with the step's
-    weights shared by all steps.
+    weights shared by all steps. `compile(..., remat=True)` rematerialises
+    every scan step (`jax.checkpoint`): the backward pass recomputes a step
+    instead of stacking its intermediates for every step, which pays when they
+    dwarf its state (a pointer network's `[n, att]` attention: 3-4x faster
+    training on CPU at n = 50); it is off by default (a plain LSTM step trains
+    about 20% slower with it).
   - Initialisers: `lecun` is flax's `lecun_normal` (a normal truncated at two
     standard deviations, rescaled to variance 1/fan_in; fan_in is the product
     of the sizes of `Init.fan_in`), `glorot` is flax's `glorot_uniform`
@@ -58,7 +65,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from ..errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
-from ..ir import Box, Diagram, Init, Size, TensorType, TupleType, Weight, eval_const, flat_types
+from ..ir import Box, Diagram, Init, Size, TensorType, TupleType, Weight, eval_const
 
 __all__ = ["compile_diagram", "CompiledCircuit", "DEFAULT_MAX_WEIGHT_ELEMENTS"]
 
@@ -199,11 +206,12 @@ def _mangle(name: str) -> str:
 class _Plan:
     """Everything static about a compiled circuit (held by the module, hashed by identity)."""
 
-    def __init__(self, diagram: Diagram, sizes: _Sizes, weights: list[_WeightSpec]):
+    def __init__(self, diagram: Diagram, sizes: _Sizes, weights: list[_WeightSpec], remat: bool = False):
         self.diagram = diagram
         self.sizes = sizes
         self.weights = weights
         self.has_dropout = any(b.op == "dropout" for x in _diagrams(diagram) for b in x.boxes)
+        self.remat = remat  # rematerialise scan steps (compile_diagram's `remat`)
 
     def __repr__(self) -> str:
         return f"<plan {self.diagram.name} {self.sizes.bindings}>"
@@ -345,7 +353,8 @@ _RESERVED = frozenset(dir(CompiledCircuit)) | frozenset(dir(_Node)) | {"determin
 
 
 def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
-                    max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS, **axis_sizes: int) -> CompiledCircuit:
+                    max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS, remat: bool = False,
+                    **axis_sizes: int) -> CompiledCircuit:
     """Compile a typed diagram to a trainable `flax.nnx.Module`.
 
     Args:
@@ -355,6 +364,8 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
             falls back to the `default` stream.
         max_weight_elements: refuse, before allocating anything, any weight with
             more elements than this (counting every copy of a `repeat`).
+        remat: rematerialise every `scan` step in the backward pass (`jax.checkpoint`):
+            same results, less memory, faster when a step's intermediates dwarf its state.
         **axis_sizes: sizes of the circuit's free axes (`diagram.free_sizes()`).
 
     Returns:
@@ -395,7 +406,7 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
                                "nothing was allocated", box.span,
                                hint="bind smaller sizes, or raise max_weight_elements")
         specs.append(_WeightSpec(dotted, tuple(_mangle(p) for p in dotted.split(".")), w, copies, box))
-    return CompiledCircuit(_Plan(diagram, sizes, specs), rngs)
+    return CompiledCircuit(_Plan(diagram, sizes, specs, remat=bool(remat)), rngs)
 
 
 # ---------------------------------------------------------------- the boundary
@@ -1070,6 +1081,8 @@ class _Runner:
                 cap_names[k] = names
             return new, (tuple(ys), {k: a for k, (a, _) in caps.items()})
 
+        if self.plan.remat:
+            body = jax.checkpoint(body)
         final, (ys, caps) = lax.scan(body, init, (x_arrays, jnp.arange(length)), length=length)
         outs = [_V(a, names) for a, (names, _) in zip(final, state_spec)]
         for a, names in zip(ys, y_names):

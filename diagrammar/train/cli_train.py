@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TASKS = ("modadd", "sort", "hull")  # keep in step with TASK_BUILDERS (listed here so the parser needs no imports)
+TASKS = ("modadd", "sort", "hull", "workspace")  # keep in step with TASK_BUILDERS (listed here so the parser needs no imports)
 
 
 def _axis_size(text: str) -> tuple[str, int]:
@@ -122,11 +122,19 @@ def _pointer(kind: str, what: str) -> Any:
     return call
 
 
+def _workspace_task(args: argparse.Namespace, model: Any) -> tuple[Any, str, str]:
+    """a + b through a global workspace (or a baseline): see ``diagrammar.train.workspace``."""
+    from .workspace import task_for_cli
+
+    return task_for_cli(args, model)
+
+
 # --task NAME -> builder(args, model) -> (task, output-directory tag, description); raises ValueError.
 TASK_BUILDERS = {"modadd": _modadd_task,
-                 "sort": _pointer("sort", "task_for_cli"), "hull": _pointer("hull", "task_for_cli")}
-# --task NAME -> axis_sizes(args): free axes the task binds before compiling (--axis NAME=SIZE wins).
-TASK_AXES = {"sort": _pointer("sort", "cli_axis_sizes"), "hull": _pointer("hull", "cli_axis_sizes")}
+                 "sort": _pointer("sort", "task_for_cli"), "hull": _pointer("hull", "task_for_cli"),
+                 "workspace": _workspace_task}
+# --task NAME -> options(args): compile keywords the task sets (free axes it binds, remat); --axis NAME=SIZE wins.
+TASK_COMPILE = {"sort": _pointer("sort", "cli_compile_options"), "hull": _pointer("hull", "cli_compile_options")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     axis_sizes = dict(args.axis)
     if args.p is not None:
         axis_sizes["p"] = args.p
-    if args.task in TASK_AXES:
-        axis_sizes = {**TASK_AXES[args.task](args), **axis_sizes}
+    if args.task in TASK_COMPILE:
+        axis_sizes = {**TASK_COMPILE[args.task](args), **axis_sizes}
     try:
         import diagrammar
 

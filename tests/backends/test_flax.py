@@ -534,6 +534,37 @@ def test_jit_and_grad_agree_with_eager():
         assert float(jnp.abs(v1.get_value()).sum()) > 0
 
 
+def test_forward_mode_and_second_derivatives():
+    """linear's custom JVP (which orders the backward products) keeps jvp and grad-of-grad working."""
+    model = build(MLP)
+    x, t = rnd(8, 3, 4), ints(5, 8)
+    graphdef, params = nnx.split(model)
+
+    def f(params, x):
+        return jnp.sum(nnx.merge(graphdef, params)(x, t) ** 2)
+
+    dx = rnd(8, 3, 4, seed=3)
+    _, forward = jax.jvp(lambda x: f(params, x), (x,), (dx,))
+    reverse = jnp.vdot(jax.grad(f, argnums=1)(params, x), dx)
+    np.testing.assert_allclose(forward, reverse, rtol=1e-4)
+    hvp = jax.jvp(lambda x: jax.grad(f, argnums=1)(params, x), (x,), (dx,))[1]
+    eps = 1e-2
+    fd = (jax.grad(f, argnums=1)(params, x + eps * dx) - jax.grad(f, argnums=1)(params, x - eps * dx)) / (2 * eps)
+    np.testing.assert_allclose(hvp, fd, rtol=2e-2, atol=2e-2)
+
+
+def test_remat_changes_nothing_but_memory():
+    src = CASES[-1][1]  # a scan with a learned step
+    plain = build(src)
+    remat = compile_diagram(diagrammar.parse(AXES + src)["F"], rngs=nnx.Rngs(0), remat=True)
+    xs, g = rnd(2, 3, 4), rnd(4, seed=1)
+    np.testing.assert_allclose(remat(xs, g), plain(xs, g), rtol=1e-6)
+    loss = lambda m: jnp.sum(m(xs, g) ** 2)  # noqa: E731
+    for (p1, v1), (p2, v2) in zip(nnx.to_flat_state(nnx.grad(loss)(plain)), nnx.to_flat_state(nnx.grad(loss)(remat))):
+        assert p1 == p2
+        np.testing.assert_allclose(v1.get_value(), v2.get_value(), rtol=1e-5, atol=1e-6)
+
+
 def test_pointer_network_runs_batched():
     d = diagrammar.load(diagrammar._resources.circuits_dir() / "pointer.circuit")["PointerNet"]
     model = compile_diagram(d, rngs=nnx.Rngs(0), n=4, steps=4)

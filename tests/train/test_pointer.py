@@ -17,9 +17,9 @@ from diagrammar.train.loop import train
 CIRCUIT = "circuits/pointer.circuit"
 
 
-def compiled(kind, n_max, seed=0):
+def compiled(kind, n_max, seed=0, remat=True):
     return diagrammar.load(CIRCUIT)["PointerNet"].compile(
-        rngs=nnx.Rngs(seed), **pointer.PointerTask.axis_sizes(kind, n_max))
+        rngs=nnx.Rngs(seed), remat=remat, **pointer.PointerTask.axis_sizes(kind, n_max))
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,27 @@ def test_task_checks_its_settings():
 # ---------------------------------------------------------------- the model
 
 
+def test_remat_changes_nothing_but_speed():
+    src = ("axis t = 3, k = 4, d = 2, h = 4\n"
+           "circuit Step(s: [h], x: [d], keys: [k, h]) -> ([h], [k]):\n"
+           "    u = sum(tanh(keys + linear(s, h -> h)), over = h)\n"
+           "    return tanh(linear(x, d -> h) + s), u\n"
+           "circuit Net(xs: [t, d], ks: [k, d]) -> [t, k]:\n"
+           "    param s0: [h] = zeros\n"
+           "    keys = linear(ks, d -> h)\n"
+           "    last, us = scan(Step, xs, along = t, init = s0, const = keys)\n"
+           "    return us\n")
+    xs, ks = jax.random.normal(jax.random.key(0), (5, 3, 2)), jax.random.normal(jax.random.key(1), (5, 4, 2))
+    got = []
+    for remat in (False, True):
+        graphdef, params, rest = nnx.split(diagrammar.parse(src)["Net"].compile(rngs=nnx.Rngs(0), remat=remat),
+                                           nnx.Param, ...)
+        fn = jax.jit(jax.value_and_grad(lambda p: jnp.sum(nnx.merge(graphdef, p, rest, copy=True)(xs, ks) ** 2)))
+        got.append(jax.tree_util.tree_leaves(fn(params)))
+    for a, b in zip(*got):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["sort", "hull"])
 def test_greedy_never_points_to_a_chosen_or_padding_position(kind, trained_sort):
     model = trained_sort[1] if kind == "sort" else compiled("hull", 7)
@@ -117,10 +138,10 @@ def test_teacher_forcing_and_greedy_decoding_share_one_module(trained_sort):
 def test_sorting_trains_to_a_threshold_in_seconds(trained_sort):
     task, model, result = trained_sort
     first, last = result.history[0], result.history[-1]
-    assert first["test_token_acc"] < 0.6 and first["test_acc"] < 0.2
-    # Greedy decoding of n = 5 after 200 steps (measured: per token 0.97, exact 0.91).
-    assert last["test_token_acc"] >= 0.93 and last["test_acc"] >= 0.8, last
-    assert last["gen8_token_acc"] >= 0.8  # longer than any training input
+    assert first["test_token_acc"] < 0.3 and first["test_acc"] < 0.05  # measured at step 0: 0.12 and 0.0
+    # Greedy decoding of n = 5 after 200 steps (measured: per token 0.95, exact 0.88).
+    assert last["test_token_acc"] >= 0.92 and last["test_acc"] >= 0.8, last
+    assert last["gen8_token_acc"] >= 0.8  # longer than any training input (measured 0.92)
     # The numpy metrics on the same decoding agree with the jax ones logged by the loop.
     ev = task.evaluate(model, task.test_data)
     assert ev["acc"] == pytest.approx(last["test_acc"], abs=1e-6)
@@ -136,7 +157,7 @@ def test_hull_trains_to_an_area_threshold_in_seconds():
     params = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
     assert all(np.all(np.isfinite(p)) for p in params)  # masked -inf logits never leak NaN into the gradients
     assert first["test_area"] < 0.2
-    # Measured after 200 steps: area coverage 0.92, exact 0.48, per token 0.71.
+    # Measured after 200 steps: area coverage 0.92, exact 0.48, per token 0.71 (at step 0: 0.0, 0.0, 0.18).
     assert last["test_area"] >= 0.85 and last["test_token_acc"] >= 0.6, last
 
 

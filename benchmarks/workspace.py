@@ -1,0 +1,137 @@
+"""Global workspace a + b against an LSTM and a Transformer: accuracy on seen, held-out and extrapolation pairs.
+
+Trains every model on the same split (``diagrammar.train.workspace``; seen pairs
+have b <= 6, 14 pairs are held out, extrapolation asks for b = 7..9) and prints
+one table: parameters, accuracy on seen pairs, held-out pairs (interpolation),
+extrapolation pairs (b = 7..9 with sums <= 15, so every single increment was
+trained) and all b = 7..9 pairs (sums up to 18), as mean [min..max] over seeds.
+
+    python3 benchmarks/workspace.py                  # both input forms, 3 seeds (about 25 min on 2 CPU cores)
+    python3 benchmarks/workspace.py --inputs ints    # digits as numbers only (about 2 min)
+    python3 benchmarks/workspace.py --seeds 0 --json results.json
+
+Models (circuits/workspace.circuit, circuits/workspace_baselines.circuit):
+  digits as numbers   Workspace (hand-designed modules, only the LSTM controller learns),
+                      LSTMAdder, TransformerAdder
+  digits as images    WorkspaceDigits (learned image encoder and Increment module, LSTM controller),
+                      LSTMDigits, TransformerDigits (the same image encoder, trained on the same
+                      perception objective, then the sequence model)
+All use AdamW; the settings below are the ones each model trains best with
+among those tried (see --sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    label: str
+    file: str
+    circuit: str
+    inputs: str
+    steps: int
+    lr: float
+    weight_decay: float
+
+
+SETTINGS = [
+    Setting("Workspace", "circuits/workspace.circuit", "Workspace", "ints", 2000, 3e-3, 0.0),
+    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMAdder", "ints", 3000, 3e-3, 0.1),
+    Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerAdder", "ints", 3000, 1e-3, 0.1),
+    Setting("Workspace", "circuits/workspace.circuit", "WorkspaceDigits", "images", 3000, 3e-3, 0.0),
+    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMDigits", "images", 3000, 3e-3, 0.1),
+    Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerDigits", "images", 3000, 1e-3, 0.1),
+]
+SWEEP = [(lr, wd) for lr in (1e-3, 3e-3) for wd in (0.0, 0.1, 1.0)]
+COLUMNS = ("seen", "heldout", "extrap", "extrap_full")
+
+
+def run_one(s: Setting, seed: int, steps: int | None = None, lr: float | None = None,
+            weight_decay: float | None = None) -> dict:
+    """Train one model on one seed; its accuracies, parameter count and training time."""
+    from flax import nnx
+
+    import diagrammar
+    from diagrammar.train.loop import default_optimizer, train
+    from diagrammar.train.workspace import WorkspaceAdd, parameter_count
+
+    model = diagrammar.load(ROOT / s.file)[s.circuit].compile(rngs=nnx.Rngs(seed))
+    task = WorkspaceAdd(inputs=s.inputs, seed=seed)
+    t0 = time.perf_counter()
+    opt = default_optimizer(s.lr if lr is None else lr, s.weight_decay if weight_decay is None else weight_decay)
+    n = s.steps if steps is None else steps
+    train(model, task, steps=n, optimizer=opt, steps_per_call=min(n, 500), eval_every=n, progress=False)
+    seconds = time.perf_counter() - t0
+    return {**task.evaluate(model), "params": parameter_count(model), "seconds": seconds}
+
+
+def _cell(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{100 * mean:6.1f}"
+    return f"{100 * mean:6.1f} [{100 * min(values):5.1f}..{100 * max(values):5.1f}]"
+
+
+def table(results: dict[tuple[str, str], list[dict]]) -> str:
+    """The README table: one row per model, accuracies in percent (mean [min..max] over seeds)."""
+    head = ("| inputs | model | circuit | parameters | seen pairs | held-out pairs | extrapolation (b 7-9, sums <= 15) "
+            "| all b 7-9 pairs | train time |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in SETTINGS:
+        rows = results.get((s.circuit, s.inputs))
+        if not rows:
+            continue
+        what = "digits as numbers" if s.inputs == "ints" else "8x8 digit images"
+        cells = [_cell([r[c] for r in rows]) for c in COLUMNS]
+        secs = sum(r["seconds"] for r in rows) / len(rows)
+        lines.append(f"| {what} | {s.label} | {s.circuit} | {rows[0]['params']:,} | " + " | ".join(cells)
+                     + f" | {secs:.0f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", choices=("ints", "images", "both"), default="both")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", metavar="CIRCUIT", help="run only these circuits")
+    parser.add_argument("--steps", type=int, default=None, help="override every model's number of steps")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also try every learning rate and weight decay in a small grid (seed 0) and print them")
+    parser.add_argument("--json", metavar="FILE", help="write every run's numbers to FILE")
+    args = parser.parse_args(argv)
+
+    chosen = [s for s in SETTINGS if args.inputs in ("both", s.inputs) and (not args.only or s.circuit in args.only)]
+    if args.sweep:
+        print("| circuit | lr | weight decay | seen | held-out | extrapolation | all b 7-9 |", flush=True)
+        print("|---|---|---|---|---|---|---|", flush=True)
+        for s in chosen:
+            for lr, wd in SWEEP:
+                r = run_one(s, 0, args.steps, lr, wd)
+                print(f"| {s.circuit} | {lr:g} | {wd:g} | " + " | ".join(f"{100 * r[c]:.1f}" for c in COLUMNS) + " |",
+                      flush=True)
+        print(flush=True)
+    results: dict[tuple[str, str], list[dict]] = {}
+    for s in chosen:
+        for seed in args.seeds:
+            r = run_one(s, seed, args.steps)
+            results.setdefault((s.circuit, s.inputs), []).append({"seed": seed, **r})
+            print(f"{s.circuit:18s} seed {seed}: " + "  ".join(f"{c} {100 * r[c]:5.1f}" for c in COLUMNS)
+                  + f"  params {r['params']:,}  {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{c}/{i}": v for (c, i), v in results.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
