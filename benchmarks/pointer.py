@@ -16,9 +16,9 @@ planned steps, teacher forcing; evaluation is greedy decoding through the same
 module and weights. Each run writes metrics.jsonl, curves.png, pointer.png and a
 checkpoint to --out/<task>; running the same command again resumes it.
 
-Run:  python benchmarks/pointer.py                     # both, 10 + 30 minutes
+Run:  python benchmarks/pointer.py                     # both, about 10 + 50 minutes
       python benchmarks/pointer.py --only sort --sort-minutes 10
-      python benchmarks/pointer.py --only hull --hull-minutes 60 --hull-n-max 50
+      python benchmarks/pointer.py --only hull --hull-n-max 20 --hull-minutes 40 --hull-steps 12000
       python benchmarks/pointer.py --quick              # a smoke run of a minute or two
 """
 from __future__ import annotations
@@ -80,10 +80,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a smoke run: 300 sort steps, 100 hull steps on n = 5..20")
     ap.add_argument("--sort-minutes", type=float, default=10.0, help="training budget for sorting (default 10)")
     ap.add_argument("--sort-steps", type=int, default=6000, help="planned sorting steps (the lr schedule's length)")
-    ap.add_argument("--hull-minutes", type=float, default=30.0, help="training budget for the hull (default 30)")
-    ap.add_argument("--hull-steps", type=int, default=4000, help="planned hull steps (the lr schedule's length)")
+    ap.add_argument("--hull-minutes", type=float, default=50.0, help="training budget for the hull (default 50)")
+    ap.add_argument("--hull-steps", type=int, default=8000, help="planned hull steps (the lr schedule's length)")
     ap.add_argument("--hull-n-max", type=int, default=50, help="longest training hull (default 50, as the paper)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate (cosine decay)")
+    ap.add_argument("--sort-lr", type=float, default=1e-3, help="Adam's initial learning rate for sorting (cosine decay)")
+    ap.add_argument("--hull-lr", type=float, default=3e-3, help="Adam's initial learning rate for the hull (cosine decay)")
+    ap.add_argument("--lr", type=float, default=None, help="set both learning rates")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--test-size", type=int, default=2000, help="fresh test examples per length")
     ap.add_argument("--seed", type=int, default=0)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
         steps = 300 if args.quick else args.sort_steps
         print(f"sorting: n = 5..10, up to {steps} steps or {args.sort_minutes:g} minutes", flush=True)
         r = run("sort", n_min=5, n_max=10, test_n=10, general_n=(15,), steps=steps, minutes=args.sort_minutes,
-                lr=args.lr, batch=args.batch, seed=args.seed, out=out / "sort", test_size=args.test_size,
+                lr=args.lr or args.sort_lr, batch=args.batch, seed=args.seed, out=out / "sort", test_size=args.test_size,
                 progress=not args.no_progress)
         met = r[10]["acc"] >= 0.85 and r["train_seconds"] <= 600
         ok &= met
@@ -111,11 +113,11 @@ def main(argv=None) -> int:
         print(f"convex hull: n = 5..{n_max}, up to {steps} steps or {args.hull_minutes:g} minutes", flush=True)
         gen = tuple(k for k in (5, 50) if k != 10 and k <= max(n_max, 50))
         r = run("hull", n_min=5, n_max=n_max, test_n=10, general_n=gen, steps=steps, minutes=args.hull_minutes,
-                lr=args.lr, batch=args.batch, seed=args.seed, out=out / "hull", test_size=args.test_size,
+                lr=args.lr or args.hull_lr, batch=args.batch, seed=args.seed, out=out / "hull", test_size=args.test_size,
                 progress=not args.no_progress)
         met = r[10]["area"] >= 0.99
         ok &= met
-        note = "" if n_max == 50 else f"  (a smaller range than the paper's 5..50, for time)"
+        note = "" if n_max == 50 else "  (a smaller range than the paper's 5..50, for time)"
         lines += [f"convex hull, trained on n = 5..{n_max}{note}: {r['steps']} steps in "
                   f"{r['train_seconds'] / 60:.1f} min of training",
                   f"  n = 10: area coverage {pct(r[10]['area'])} (goal >= 99%: {'met' if met else 'MISSED'}; "
