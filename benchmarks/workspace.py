@@ -45,11 +45,11 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("Workspace", "circuits/workspace.circuit", "Workspace", "ints", 2000, 3e-3, 0.0),
-    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMAdder", "ints", 3000, 3e-3, 0.1),
+    Setting("Workspace", "circuits/workspace.circuit", "Workspace", "ints", 3000, 1e-3, 1.0),
+    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMAdder", "ints", 3000, 1e-3, 1.0),
     Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerAdder", "ints", 3000, 1e-3, 0.1),
-    Setting("Workspace", "circuits/workspace.circuit", "WorkspaceDigits", "images", 3000, 3e-3, 0.0),
-    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMDigits", "images", 3000, 3e-3, 0.1),
+    Setting("Workspace", "circuits/workspace.circuit", "WorkspaceDigits", "images", 3000, 1e-3, 1.0),
+    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMDigits", "images", 3000, 1e-3, 1.0),
     Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerDigits", "images", 3000, 1e-3, 0.1),
 ]
 SWEEP = [(lr, wd) for lr in (1e-3, 3e-3) for wd in (0.0, 0.1, 1.0)]

@@ -74,7 +74,10 @@ def model_parts(out: Any, n_answers: int) -> dict[str, jax.Array]:
     for x in items[1:]:
         shape = tuple(x.shape)
         if shape[-2:] == (n_answers, n_answers):
-            parts["successor"] = x.reshape((-1,) + shape[-2:])[0]  # the same for every example
+            if isinstance(x, jax.ShapeDtypeStruct):  # under eval_shape: describe, do not compute
+                parts["successor"] = jax.ShapeDtypeStruct(shape[-2:], x.dtype)
+            else:
+                parts["successor"] = x.reshape((-1,) + shape[-2:])[0]  # the same for every example
         elif shape[-2:] == (2, n_answers):
             parts["perceived"] = x
         elif x.ndim == 3 and parts["answers"].ndim == 3 and shape[1] == parts["answers"].shape[1]:

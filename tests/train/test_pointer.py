@@ -32,6 +32,15 @@ def trained_sort():
     return task, model, result
 
 
+@pytest.fixture(scope="module")
+def trained_hull():
+    """PointerNet trained on the convex hull of n = 4..6 points for 200 steps."""
+    task = pointer.PointerTask(kind="hull", n_min=4, n_max=6, test_n=6, batch_size=64, eval_size=500)
+    model = compiled("hull", 6)
+    result = train(model, task, steps=200, optimizer=optax.adam(3e-3), steps_per_call=200, progress=False)
+    return task, model, result
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -98,12 +107,11 @@ def test_remat_changes_nothing_but_speed():
 
 
 @pytest.mark.parametrize("kind", ["sort", "hull"])
-def test_greedy_never_points_to_a_chosen_or_padding_position(kind, trained_sort):
-    model = trained_sort[1] if kind == "sort" else compiled("hull", 7)
-    n_max = 5 if kind == "sort" else 7
-    task = pointer.PointerTask(kind=kind, n_min=3, n_max=n_max, test_n=n_max, eval_size=300)
-    data = task.train_data
-    logp = task.greedy_logp(model, data["x"], data["mask"])
+def test_greedy_never_points_to_a_chosen_or_padding_position(kind, trained_sort, trained_hull):
+    trained, model, _ = trained_sort if kind == "sort" else trained_hull
+    data = pointer.PointerTask(kind=kind, n_min=3, n_max=trained.n_max, test_n=3, eval_size=300).train_data
+    assert not np.all(data["mask"])  # lengths 3..n_max: padding
+    logp = trained.greedy_logp(model, data["x"], data["mask"])  # (the trained task's compiled decoder)
     assert not np.any(np.isnan(logp))  # also past the end, where nothing is left to choose
     pred = np.argmax(logp, axis=-1)
     mask = np.asarray(data["mask"])
@@ -148,10 +156,8 @@ def test_sorting_trains_to_a_threshold_in_seconds(trained_sort):
     assert ev["token_acc"] == pytest.approx(last["test_token_acc"], abs=1e-6)
 
 
-def test_hull_trains_to_an_area_threshold_in_seconds():
-    task = pointer.PointerTask(kind="hull", n_min=4, n_max=6, test_n=6, batch_size=64, eval_size=500)
-    model = compiled("hull", 6)
-    result = train(model, task, steps=200, optimizer=optax.adam(3e-3), steps_per_call=200, progress=False)
+def test_hull_trains_to_an_area_threshold_in_seconds(trained_hull):
+    task, model, result = trained_hull
     first, last = result.history[0], result.history[-1]
     assert not bool(jnp.all(task.sample(jax.random.key(0))["mask"]))  # batches mix lengths: padding
     params = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))
@@ -165,14 +171,14 @@ def test_train_command_runs_sorting(tmp_path, capsys):
     parser = __import__("argparse").ArgumentParser()
     cli_train.add_arguments(parser)
     out = tmp_path / "run"
-    args = parser.parse_args([CIRCUIT, "--circuit", "PointerNet", "--task", "sort", "--axis", "n=4", "--steps", "40",
-                              "--steps-per-call", "20", "--eval-every", "20", "--out", str(out), "--no-progress",
+    args = parser.parse_args([CIRCUIT, "--circuit", "PointerNet", "--task", "sort", "--axis", "n=4", "--steps", "30",
+                              "--steps-per-call", "30", "--eval-every", "30", "--out", str(out), "--no-progress",
                               "--lr", "3e-3", "--batch-size", "32"])
     assert cli_train.run(args) == 0
     text = capsys.readouterr()
     assert "sorting n numbers, n = 4..4" in text.err and "accuracy  train" in text.out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [0, 20, 40]
+    assert [r["step"] for r in rows] == [0, 30]
     assert {"test_acc", "test_token_acc", "test_tf_acc", "gen9_acc"} <= set(rows[-1])
     for name in ("checkpoint.npz", "curves.png", "pointer.png"):
         assert (out / name).stat().st_size > 0
