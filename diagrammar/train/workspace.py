@@ -270,25 +270,27 @@ class WorkspaceAdd:
         return {s: float(np.mean(self.predict(model, s) == np.asarray(self.sets[s]["sum"]))) for s in splits}
 
     def accuracy_by_b(self, model: nnx.Module) -> dict[str, dict[int, float]]:
-        """Accuracy for each value of b, on seen, held-out and all extrapolation pairs."""
+        """Accuracy for each value of b, on every split."""
         out = {}
-        for s in ("seen", "heldout", "extrap_full"):
+        for s in SPLITS:
             ok = self.predict(model, s) == np.asarray(self.sets[s]["sum"])
             b = np.asarray(self.sets[s]["b"])
             out[s] = {int(v): float(ok[b == v].mean()) for v in np.unique(b)}
         return out
 
     def plot_accuracy(self, model: nnx.Module, path: str | os.PathLike) -> Path:
-        """Accuracy against b for seen, held-out and larger-b pairs."""
+        """Accuracy against b for seen, held-out and larger-b pairs (sums up to the largest trained, and all)."""
         from matplotlib.figure import Figure
 
         by_b, acc = self.accuracy_by_b(model), self.evaluate(model)
         fig = Figure(figsize=(7, 3.6), layout="constrained")
         ax = fig.subplots()
-        names = {"seen": "seen pairs", "heldout": "held-out pairs", "extrap_full": "larger b (extrapolation)"}
-        for s, marker in (("seen", "o"), ("heldout", "s"), ("extrap_full", "^")):
+        top = self.max_digit + self.max_train_b
+        names = {"seen": "seen pairs", "heldout": "held-out pairs", "extrap": f"larger b, sums <= {top}",
+                 "extrap_full": "larger b, all sums"}
+        for s, style in (("seen", "o-"), ("heldout", "s-"), ("extrap", "^-"), ("extrap_full", "v:")):
             xs = sorted(by_b[s])
-            ax.plot(xs, [by_b[s][x] for x in xs], marker=marker, label=names[s])
+            ax.plot(xs, [by_b[s][x] for x in xs], style, label=names[s])
         ax.axvline(self.max_train_b + 0.5, color="gray", ls=":", lw=1)
         ax.set_xlabel("b (increments needed)")
         ax.set_ylabel("accuracy")
@@ -296,8 +298,7 @@ class WorkspaceAdd:
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower left")
         ax.set_title(f"a + b: seen {acc['seen']:.3f}, held-out {acc['heldout']:.3f}, extrapolation "
-                     f"{acc['extrap']:.3f} (sums <= {self.max_digit + self.max_train_b}), {acc['extrap_full']:.3f} (all)",
-                     fontsize=9)
+                     f"{acc['extrap']:.3f} (sums <= {top}), {acc['extrap_full']:.3f} (all)", fontsize=9)
         return plots.save_figure(fig, path)
 
     def plot_routing(self, model: nnx.Module, path: str | os.PathLike,
