@@ -7,8 +7,8 @@ to a temporary file and moved into place so a viewer never sees half an image.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,23 +16,16 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .checkpoint import _write_atomic
+
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Render ``fig`` to PNG at ``path`` atomically (temp file + ``os.replace``)."""
+    """Render ``fig`` to PNG at ``path`` atomically (the checkpoint's temp file + ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _write_atomic(path, buffer.getvalue())
     return path
 
 
