@@ -21,6 +21,8 @@ _EXPORTS = {
     "ModAddMLP": "modadd",
     "fourier_spectrum": "modadd",
     "find_input_weight": "modadd",
+    "PointerTask": "pointer",
+    "WorkspaceAdd": "workspace",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -202,7 +202,8 @@ def summary(name: str, result: Any, target: float | None, total_seconds: float) 
     lines.append(f"{name}: {result.step} steps in {result.wall_time:.1f} s of training{why}; "
                  f"{total_seconds:.1f} s in this run{again}")
     if "train_acc" in m:
-        lines.append(f"  accuracy  train {m['train_acc']:.4f}   test {m.get('test_acc', float('nan')):.4f}")
+        area = f"   hull area coverage (test) {m['test_area']:.4f}" if "test_area" in m else ""
+        lines.append(f"  accuracy  train {m['train_acc']:.4f}   test {m.get('test_acc', float('nan')):.4f}{area}")
         lines.append(f"  loss      train {m['train_loss']:.4g}   test {m.get('test_loss', float('nan')):.4g}")
     if m.get("fourier_param"):
         keys = m.get("key_freqs", [])

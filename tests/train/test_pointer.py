@@ -165,6 +165,19 @@ def test_hull_trains_to_an_area_threshold_in_seconds(trained_hull):
     assert first["test_area"] < 0.2
     # Measured after 200 steps: area coverage 0.92, exact 0.48, per token 0.71 (at step 0: 0.0, 0.0, 0.18).
     assert last["test_area"] >= 0.85 and last["test_token_acc"] >= 0.6, last
+    # The train command's closing report gives the area coverage beside the accuracy.
+    accuracy_line = [line for line in cli_train.summary("PointerNet", result, None, 1.0).splitlines()
+                     if line.lstrip().startswith("accuracy")]
+    assert accuracy_line == [f"  accuracy  train {last['train_acc']:.4f}   test {last['test_acc']:.4f}"
+                             f"   hull area coverage (test) {last['test_area']:.4f}"]
+
+
+def test_tasks_are_exported():
+    import diagrammar.train as train_pkg
+
+    assert {"PointerTask", "WorkspaceAdd"} <= set(train_pkg.__all__)
+    assert train_pkg.PointerTask is pointer.PointerTask
+    assert train_pkg.WorkspaceAdd.__module__ == "diagrammar.train.workspace"
 
 
 def test_train_command_runs_sorting(tmp_path, capsys):
