@@ -41,11 +41,13 @@ def run(key: str, out: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(RUNS))
+    parser.add_argument("--out", metavar="DIR", help="keep each run's metrics, plots and checkpoint in DIR/mlp, "
+                        "DIR/transformer (default: a temporary directory)")
     args = parser.parse_args()
     keys = [args.only] if args.only else ["mlp", "transformer"]
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
-            r = run(key, Path(tmp) / key)
+            r = run(key, Path(args.out or tmp) / key)
             last = r["last"]
             acc = last.get("test_acc", last.get("test/acc"))
             print(f"{r['circuit']}: step {last.get('step')}, test accuracy {acc}, {r['seconds']:.1f} s wall "

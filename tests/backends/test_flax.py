@@ -165,6 +165,23 @@ CASES = [
                    + jnp.log1p(jnp.exp(x)) + jnp.exp(-x) + jnp.log(x) + jnp.sqrt(x) + x + x * x), False),
     ("onehot", "circuit F(i: int[b]) -> [b, v]:\n    return onehot(i, v)",
      lambda: (ints(7, 4),), lambda W, i: (i[:, None] == jnp.arange(7)[None]).astype(jnp.float32), False),
+    # linear of one-hots runs as a row gather (flax.py's lazy one-hot): indices out of 0..v-1 pick nothing
+    ("onehot_linear", "circuit F(i: int[b], j: int[b]) -> [b, c]:\n"
+     "    return linear(stack(onehot(i, v), onehot(j, v), along = e), (e, v) -> c)",
+     lambda: (jnp.array([0, 3, 7, -1], jnp.int32), jnp.array([6, 2, 1, 5], jnp.int32)),
+     lambda W, i, j: (jnp.concatenate([jax.nn.one_hot(i, 7), jax.nn.one_hot(j, 7)], -1)
+                      @ W["out.W"].reshape(14, 5) + W["out.b"][None]), True),
+    ("onehot_linear_axes_swapped", "circuit F(i: int[a, b], j: int[b, a]) -> [b, a, c]:\n"
+     "    return linear(stack(onehot(i, v), onehot(j, v), along = e), (v, e) -> c, bias = false)",
+     lambda: (ints(7, 3, 4), ints(7, 4, 3, seed=1)),
+     lambda W, i, j: (jnp.einsum("abv,vc->bac", jax.nn.one_hot(i, 7), W["out.W"][:, 0])
+                      + jnp.einsum("bav,vc->bac", jax.nn.one_hot(j, 7), W["out.W"][:, 1])), True),
+    ("onehot_dense_use", "circuit F(i: int[b]) -> [c]:\n"
+     "    z = onehot(i, v)\n"
+     "    return linear(z, (b, v) -> c) + sum(linear(z * 2, v -> c), over = b)",
+     lambda: (ints(7, 4),),
+     lambda W, i: (jax.nn.one_hot(i, 7).reshape(-1) @ W["linear.W"].reshape(28, 5) + W["linear.b"]
+                   + (2 * jax.nn.one_hot(i, 7) @ W["linear_2.W"] + W["linear_2.b"][None]).sum(0)), True),
     ("embed", "circuit F(i: int[b]) -> [b, c]:\n    return embed(i, v -> c)",
      lambda: (ints(7, 4),), lambda W, i: W["out.W"][i], True),
     ("arange_const", "circuit F(x: [a]) -> [a]:\n    return x / sqrt(c) + arange(a) + size(b)",
@@ -551,6 +568,30 @@ def test_forward_mode_and_second_derivatives():
     eps = 1e-2
     fd = (jax.grad(f, argnums=1)(params, x + eps * dx) - jax.grad(f, argnums=1)(params, x - eps * dx)) / (2 * eps)
     np.testing.assert_allclose(hvp, fd, rtol=2e-2, atol=2e-2)
+
+
+def test_onehot_linear_gather_has_forward_mode_and_matches_the_dense_product():
+    """The one-hot row gather's custom JVP: forward mode agrees with reverse mode and with the dense one-hot."""
+    model = build("circuit F(i: int[b], j: int[b]) -> [b, c]:\n"
+                  "    return linear(stack(onehot(i, v), onehot(j, v), along = e), (e, v) -> c)")
+    i, j = jnp.array([0, 3, 7, 6], jnp.int32), jnp.array([6, 6, 1, -2], jnp.int32)
+    graphdef, params = nnx.split(model)
+    flat = dict(nnx.to_flat_state(params))
+    W = flat[("out", "W")].get_value()
+    cot = rnd(4, 5, seed=3)
+
+    def f(w):
+        new = nnx.from_flat_state([(k, v.replace(w) if k[-1] == "W" else v) for k, v in flat.items()])
+        return jnp.sum(nnx.merge(graphdef, new)(i, j) * cot)
+
+    def dense(w):
+        x = jnp.concatenate([jax.nn.one_hot(i, 7), jax.nn.one_hot(j, 7)], -1)
+        return jnp.sum((x @ w.reshape(14, 5)) * cot)
+
+    dW = rnd(*W.shape, seed=4)
+    _, forward = jax.jvp(f, (W,), (dW,))
+    np.testing.assert_allclose(forward, jnp.vdot(jax.grad(f)(W), dW), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(f)(W), jax.grad(dense)(W), rtol=1e-6, atol=1e-6)
 
 
 def test_remat_changes_nothing_but_memory():
