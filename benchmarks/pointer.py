@@ -20,6 +20,13 @@ Run:  python benchmarks/pointer.py                     # both, about 10 + 50 min
       python benchmarks/pointer.py --only sort --sort-minutes 10
       python benchmarks/pointer.py --only hull --hull-n-max 20 --hull-minutes 40 --hull-steps 12000
       python benchmarks/pointer.py --quick              # a smoke run of a minute or two
+      python benchmarks/pointer.py --only sort --gallery gallery/results   # also copy pointer.png there
+
+Running a finished command again trains nothing: it re-evaluates the final
+model and redraws its plots (which is how the gallery's copies are refreshed).
+A longer --*-steps continues a finished run with a new cosine schedule over the
+longer plan (a warm restart from the step reached). The time budget counts the
+training time of every session of the run.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from flax import nnx
 import diagrammar
 from diagrammar._resources import circuits_dir
 from diagrammar.train import pointer
+from diagrammar.train.checkpoint import _write_atomic
 from diagrammar.train.loop import train
 
 PAPER_HULL_N10_ACC, PAPER_HULL_N10_AREA = 0.870, 0.999
@@ -91,8 +99,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-pointer", help="output directory (resumed when run again)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--gallery", metavar="DIR", help="copy each run's pointer.png to DIR/pointer_<task>.png")
     args = ap.parse_args(argv)
     out = Path(args.out)
+
+    def to_gallery(kind: str) -> None:
+        if args.gallery:
+            target = Path(args.gallery) / f"pointer_{kind}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(target, (out / kind / "pointer.png").read_bytes())
+            print(f"wrote {target}", flush=True)
+
     lines = []
     ok = True
     if args.only in (None, "sort"):
@@ -107,6 +124,7 @@ def main(argv=None) -> int:
                   f"  n = 10: exact sequence {pct(r[10]['acc'])}, per token {pct(r[10]['token_acc'])}"
                   f"   (goal: exact >= 85% within 10 minutes: {'met' if met else 'MISSED'})",
                   f"  n = 15 (generalisation): exact sequence {pct(r[15]['acc'])}, per token {pct(r[15]['token_acc'])}"]
+        to_gallery("sort")
     if args.only in (None, "hull"):
         n_max = 20 if args.quick else args.hull_n_max
         steps = 100 if args.quick else args.hull_steps
@@ -126,6 +144,7 @@ def main(argv=None) -> int:
         for k in gen:
             lines.append(f"  n = {k}: area coverage {pct(r[k]['area'])}, exact sequence {pct(r[k]['acc'])}, "
                          f"per token {pct(r[k]['token_acc'])}")
+        to_gallery("hull")
     print("\n".join(["", "pointer networks, greedy decoding, fresh test sets:"] + lines))
     return 0 if ok else 1
 

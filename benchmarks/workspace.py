@@ -9,6 +9,13 @@ trained) and all b = 7..9 pairs (sums up to 18), as mean [min..max] over seeds.
     python3 benchmarks/workspace.py                  # both input forms, 3 seeds (about 8 min on 2 CPU cores)
     python3 benchmarks/workspace.py --inputs ints    # digits as numbers only (about 1.5 min)
     python3 benchmarks/workspace.py --seeds 0 --json results.json
+    python3 benchmarks/workspace.py --out gallery/results  # also the plots shown in the gallery
+    python3 benchmarks/workspace.py --from-json results.json --out DIR   # table and comparison plot, no training
+
+With --out DIR it writes DIR/workspace_accuracy.png (every model on every
+split, mean and range over seeds) and, from the first seed's models,
+DIR/routing.png (Workspace) and DIR/routing_digits.png (WorkspaceDigits): the
+controller's gate over the module axis at every step.
 
 Models (circuits/workspace.circuit, circuits/workspace_baselines.circuit):
   digits as numbers   Workspace (hand-designed modules, only the LSTM controller learns),
@@ -58,9 +65,14 @@ SWEEP = [(lr, wd) for lr in (1e-3, 3e-3) for wd in (0.0, 0.1, 1.0)]
 COLUMNS = ("seen", "heldout", "extrap", "extrap_full")
 
 
+ROUTING_FILES = {"Workspace": "routing.png", "WorkspaceDigits": "routing_digits.png"}
+
+
 def run_one(s: Setting, seed: int, steps: int | None = None, lr: float | None = None,
-            weight_decay: float | None = None) -> dict:
-    """Train one model on one seed; its accuracies, parameter count and training time."""
+            weight_decay: float | None = None, routing: Path | None = None) -> dict:
+    """Train one model on one seed; its accuracies, parameter count and training time.
+
+    ``routing``: also plot the trained model's routing there (workspace models only)."""
     from flax import nnx
 
     import diagrammar
@@ -74,6 +86,8 @@ def run_one(s: Setting, seed: int, steps: int | None = None, lr: float | None = 
     n = s.steps if steps is None else steps
     train(model, task, steps=n, optimizer=opt, steps_per_call=min(n, 500), eval_every=n, progress=False)
     seconds = time.perf_counter() - t0
+    if routing is not None:
+        task.plot_routing(model, routing)
     return {**task.evaluate(model), "params": parameter_count(model), "seconds": seconds}
 
 
@@ -101,6 +115,20 @@ def table(results: dict[tuple[str, str], list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: dict[tuple[str, str], list[dict]], path: Path) -> Path:
+    """``workspace_accuracy.png``: every model run, one panel per input form."""
+    from diagrammar.train.workspace import plot_comparison
+
+    panels: dict[str, dict[str, list[dict]]] = {}
+    for s in SETTINGS:
+        rows = results.get((s.circuit, s.inputs))
+        if rows:
+            panel = "digits as numbers" if s.inputs == "ints" else "8x8 digit images"
+            panels.setdefault(panel, {})[s.label] = rows
+    seeds = sorted({r["seed"] for rows in results.values() for r in rows})
+    return plot_comparison(panels, path, title=f"a + b, trained on b <= 6; seeds {', '.join(map(str, seeds))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", choices=("ints", "images", "both"), default="both")
@@ -110,7 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="also try every learning rate and weight decay in a small grid (seed 0) and print them")
     parser.add_argument("--json", metavar="FILE", help="write every run's numbers to FILE")
+    parser.add_argument("--out", metavar="DIR", help="write workspace_accuracy.png and the routing plots to DIR")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="train nothing: the table and workspace_accuracy.png from a --json file of earlier runs")
     args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        results = {tuple(k.split("/", 1)): v for k, v in saved.items()}
+        print(table(results))
+        if out is not None:
+            print(f"wrote {plot(results, out / 'workspace_accuracy.png')}", file=sys.stderr)
+        return 0
 
     chosen = [s for s in SETTINGS if args.inputs in ("both", s.inputs) and (not args.only or s.circuit in args.only)]
     if args.sweep:
@@ -125,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], list[dict]] = {}
     for s in chosen:
         for seed in args.seeds:
-            r = run_one(s, seed, args.steps)
+            routing = out / ROUTING_FILES[s.circuit] if out and s.circuit in ROUTING_FILES and seed == args.seeds[0] else None
+            r = run_one(s, seed, args.steps, routing=routing)
             results.setdefault((s.circuit, s.inputs), []).append({"seed": seed, **r})
             print(f"{s.circuit:18s} seed {seed}: " + "  ".join(f"{c} {100 * r[c]:5.1f}" for c in COLUMNS)
                   + f"  params {r['params']:,}  {r['seconds']:.0f} s", file=sys.stderr, flush=True)
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps({f"{c}/{i}": v for (c, i), v in results.items()}, indent=1))
+    if out is not None:
+        print(f"wrote {plot(results, out / 'workspace_accuracy.png')}", file=sys.stderr)
     return 0
 
 

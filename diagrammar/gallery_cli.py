@@ -3,13 +3,55 @@
 `diagrammar gallery` rewrites gallery/ (SVG figures and README.md);
 `diagrammar gallery --check` only compares, and exits 1 when the committed
 gallery is stale, which is what CI runs.
+
+gallery/results/ holds PNG plots of real training runs, written by the
+benchmarks (each entry of ``RESULTS`` names the command). The gallery command
+never trains, writes or deletes them: it only shows on the index page those
+that are present, so deleting one makes the committed index stale.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 INDEX = "README.md"
+RESULTS_DIR = "results"
+
+
+class ResultPlot(NamedTuple):
+    """A committed plot of a training run: its file in gallery/results/, a heading, what it shows, and the
+    command that wrote it."""
+
+    file: str
+    title: str
+    caption: str
+    command: str
+
+
+RESULTS = (
+    ResultPlot("pointer_sort.png", "Pointer network: sorting",
+               "`PointerNet` (circuits/pointer.circuit) trained on sorting n = 5..10 numbers for 6,000 steps "
+               "(6.6 minutes); greedy decoding against input length, 200 fresh examples per length.",
+               "python benchmarks/pointer.py --only sort --out runs/bench-pointer --gallery gallery/results"),
+    ResultPlot("pointer_hull.png", "Pointer network: planar convex hull",
+               "`PointerNet` trained on the convex hull of n = 5..50 points (8,000 steps, then resumed with "
+               "a longer cosine schedule to 14,000); left, greedy decoding against length; right, test "
+               "examples with n = 10.",
+               "python benchmarks/pointer.py --only hull --out runs/bench-pointer --hull-steps 14000 "
+               "--hull-minutes 100000 --gallery gallery/results"),
+    ResultPlot("workspace_accuracy.png", "Global workspace against its baselines",
+               "a + b trained on b <= 6: accuracy on seen pairs, held-out pairs and larger b (more steps), "
+               "mean over seeds 0-2 with the range as error bars, for digits given as numbers and as 8x8 images.",
+               "python benchmarks/workspace.py --out gallery/results"),
+    ResultPlot("routing.png", "Routing of the global workspace",
+               "The LSTM controller's gate over the module axis at every step of `Workspace` (seed 0), for "
+               "pairs with b from 0 to 9: Input, then b Increments, then Output.",
+               "python benchmarks/workspace.py --out gallery/results"),
+    ResultPlot("routing_digits.png", "Routing of the global workspace on digit images",
+               "The same for `WorkspaceDigits` (seed 0), which reads 8x8 digit images and learns its modules.",
+               "python benchmarks/workspace.py --out gallery/results"),
+)
 
 
 def add_arguments(parser) -> None:
@@ -37,8 +79,26 @@ def _has_body(diagram) -> bool:
         if b.body is not None)
 
 
-def build(circuits_dir: Path) -> dict[str, str]:
-    """File name -> content of every file the gallery holds."""
+def _results_section(results_dir: Path | None) -> list[str]:
+    """The index's section on the committed result plots present in ``results_dir``."""
+    present = [r for r in RESULTS if results_dir is not None and (results_dir / r.file).is_file()]
+    if not present:
+        return []
+    lines = [
+        "## Results of training runs",
+        "",
+        f"Plots from real training runs, committed under `{RESULTS_DIR}/`. `diagrammar gallery` never writes or",
+        "deletes them (it does not train); each caption names the command that wrote the plot.",
+        "",
+    ]
+    for r in present:
+        lines += [f"### {r.title}", "", f"{r.caption} Written by `{r.command}`.", "",
+                  f"![{r.title}]({RESULTS_DIR}/{r.file})", ""]
+    return lines
+
+
+def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]:
+    """File name -> content of every file the gallery holds (the plots in ``results_dir`` are only linked)."""
     from .backends.svg import axis_formulas, render_svg
     from .check import load
     from .render_cli import own_circuits
@@ -58,6 +118,9 @@ def build(circuits_dir: Path) -> dict[str, str]:
         "them expanded one level (`diagrammar render FILE --depth 1`).",
         "",
     ]
+    results = _results_section(results_dir)
+    if results:
+        index += ["Plots of trained models are at the end: [results of training runs](#results-of-training-runs).", ""]
     for path in sorted(circuits_dir.glob("*.circuit")):
         program = load(path)
         formulas = axis_formulas(program)
@@ -73,6 +136,7 @@ def build(circuits_dir: Path) -> dict[str, str]:
             if _has_body(d):
                 files[f"{base}.depth1.svg"] = render_svg(d, depth=1, axis_formulas=formulas)
                 index += ["Expanded one level (`--depth 1`):", "", f"![{name}, expanded]({base}.depth1.svg)", ""]
+    index += results
     files[INDEX] = "\n".join(index).rstrip() + "\n"
     return files
 
@@ -82,7 +146,7 @@ def run(args) -> int:
 
     circuits_dir = Path(args.circuits) if args.circuits else _resources.circuits_dir()
     out = Path(args.out)
-    files = build(circuits_dir)
+    files = build(circuits_dir, out / RESULTS_DIR)
     existing = {p.name for p in out.glob("*.svg")} | ({INDEX} if (out / INDEX).exists() else set())
     if args.check:
         stale = sorted(n for n, text in files.items()

@@ -368,7 +368,8 @@ class PointerTask:
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(fontsize=8, loc="lower right")
+        # Below the panel: inside it, the legend would cover a polygon.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)
         ax.set_title(f"test examples (n = {self.test_n})", fontsize=10)
 
 

@@ -328,8 +328,60 @@ class WorkspaceAdd:
             ax.set_xticks(range(gates.shape[1]))
             ax.set_xlabel("step")
             ax.set_title(f"{a[i]} + {b[i]}: answers {answers[i]}", fontsize=9)
-        fig.suptitle("routing: the controller's gate over the modules at each step", fontsize=10)
+        fig.suptitle("routing: the controller's gate over the modules at each step (white 0, black 1)", fontsize=10)
         return plots.save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------- comparing models
+
+SPLIT_LABELS = {"seen": "seen pairs", "heldout": "held-out pairs", "extrap": "larger b,\nsums <= 15",
+                "extrap_full": "larger b,\nall sums"}
+
+
+def plot_comparison(panels: dict[str, dict[str, Sequence[dict[str, Any]]]], path: str | os.PathLike,
+                    splits: Sequence[str] = SPLITS, title: str = "") -> Path:
+    """Accuracy of several models on each split, one panel per input form: ``workspace_accuracy.png``
+    of ``benchmarks/workspace.py``.
+
+    Args:
+      panels: panel title -> model label -> one dict per seed, holding the
+        accuracy of every split in ``splits`` and ``params``. A bar is the mean
+        over seeds, its error bar the range.
+      path: the PNG file to write.
+      splits: the splits, in order (the keys of each dict).
+      title: an optional figure title.
+
+    Returns:
+      The path written.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6 * len(panels), 4.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+    for ax, (panel, models) in zip(axes, panels.items()):
+        width = 0.8 / max(len(models), 1)
+        x = np.arange(len(splits))
+        for i, (label, runs) in enumerate(models.items()):
+            values = np.array([[r[s] for s in splits] for r in runs], float)  # [seed, split]
+            mean, low, high = values.mean(0), values.min(0), values.max(0)
+            pos = x - 0.4 + width * (i + 0.5)
+            ax.bar(pos, mean, width * 0.92, color=colours[i % len(colours)],
+                   label=f"{label}, {int(runs[0]['params']):,} params")
+            if len(runs) > 1:
+                ax.errorbar(pos, mean, yerr=[mean - low, high - mean], fmt="none", ecolor="black", lw=0.8,
+                            capsize=2)
+        ax.set_xticks(x, [SPLIT_LABELS.get(s, s) for s in splits], fontsize=8)
+        # Room above 1.0 for the legend, so that it never hides a bar.
+        ax.set_ylim(0, 1.2)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    axes[0].set_ylabel("accuracy (mean, range over seeds)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return plots.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- the train command

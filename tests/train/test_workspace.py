@@ -153,3 +153,31 @@ def test_train_command_runs_the_workspace_task(tmp_path, capsys):
     assert main(["train", "circuits/mlp.circuit", "--circuit", "MLP", "--task", "workspace", "--steps", "1",
                  "--no-progress", "--out", str(tmp_path / "bad")]) == 1
     assert "does not take a + b" in capsys.readouterr().err
+
+
+def test_benchmark_table_and_comparison_plot_from_saved_runs(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    from matplotlib.image import imread
+
+    spec = importlib.util.spec_from_file_location("bench_workspace", "benchmarks/workspace.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_workspace", bench)  # its dataclass looks itself up there
+    spec.loader.exec_module(bench)
+
+    def runs(*accs, params):
+        return [{"seed": i, "seen": 1.0, "heldout": a, "extrap": a / 2, "extrap_full": a / 4, "params": params,
+                 "seconds": 1.0} for i, a in enumerate(accs)]
+
+    saved = {"Workspace/ints": runs(1.0, 0.9, params=1283), "LSTMAdder/ints": runs(0.0, 0.2, params=22803),
+             "WorkspaceDigits/images": runs(0.96, params=9026)}
+    (tmp_path / "runs.json").write_text(json.dumps(saved))
+    assert bench.main(["--from-json", str(tmp_path / "runs.json"), "--out", str(tmp_path / "plots")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "| digits as numbers | Workspace | Workspace | 1,283 |" in table[2]
+    assert "95.0 [ 90.0..100.0]" in table[2] and "10.0 [  0.0.. 20.0]" in table[3]
+    assert "| 8x8 digit images | Workspace | WorkspaceDigits | 9,026 |" in table[4] and "96.0" in table[4]
+    image = imread(tmp_path / "plots" / "workspace_accuracy.png")
+    assert image.shape[1] > 2 * image.shape[0]  # two panels side by side: numbers and images
+    assert not (tmp_path / "plots" / "routing.png").exists()  # nothing was trained
