@@ -206,12 +206,14 @@ def _mangle(name: str) -> str:
 class _Plan:
     """Everything static about a compiled circuit (held by the module, hashed by identity)."""
 
-    def __init__(self, diagram: Diagram, sizes: _Sizes, weights: list[_WeightSpec], remat: bool = False):
+    def __init__(self, diagram: Diagram, sizes: _Sizes, weights: list[_WeightSpec], remat: bool = False,
+                 onehot_gather: bool = True):
         self.diagram = diagram
         self.sizes = sizes
         self.weights = weights
         self.has_dropout = any(b.op == "dropout" for x in _diagrams(diagram) for b in x.boxes)
         self.remat = remat  # rematerialise scan steps (compile_diagram's `remat`)
+        self.onehot_gather = onehot_gather  # keep one-hots lazy (see _V)
 
     def __repr__(self) -> str:
         return f"<plan {self.diagram.name} {self.sizes.bindings}>"
@@ -353,8 +355,8 @@ _RESERVED = frozenset(dir(CompiledCircuit)) | frozenset(dir(_Node)) | {"determin
 
 
 def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
-                    max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS, remat: bool = False,
-                    **axis_sizes: int) -> CompiledCircuit:
+                    max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS, max_parameters: int | None = None,
+                    remat: bool = False, onehot_gather: bool = True, **axis_sizes: int) -> CompiledCircuit:
     """Compile a typed diagram to a trainable `flax.nnx.Module`.
 
     Args:
@@ -364,8 +366,14 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
             falls back to the `default` stream.
         max_weight_elements: refuse, before allocating anything, any weight with
             more elements than this (counting every copy of a `repeat`).
+        max_parameters: refuse, before allocating anything, a model with more
+            parameters than this in all (`backends.cost.check_budget`).
         remat: rematerialise every `scan` step in the backward pass (`jax.checkpoint`):
             same results, less memory, faster when a step's intermediates dwarf its state.
+        onehot_gather: run `linear` of a `onehot` (or of a `stack` of them) as a
+            gather of weight rows instead of a matrix product with one-hot rows:
+            same results, less work (ModAddMLP trains 1.6x faster). False keeps
+            the dense product, e.g. to compare with a hand-written model.
         **axis_sizes: sizes of the circuit's free axes (`diagram.free_sizes()`).
 
     Returns:
@@ -376,7 +384,8 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
         InvalidArgument: a free axis was not given a size.
         UnknownName: a size was given for an axis the circuit does not have.
         SizeConflict: a size is below 1, or contradicts a size fixed by the program.
-        SizeTooLarge: a weight exceeds `max_weight_elements`.
+        SizeTooLarge: a weight exceeds `max_weight_elements`, or the model
+            `max_parameters`.
 
     Example:
         >>> import diagrammar, jax.numpy as jnp
@@ -395,6 +404,10 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
     if isinstance(rngs, int):
         rngs = nnx.Rngs(rngs)
     sizes = _bind_sizes(diagram, axis_sizes)
+    if max_parameters is not None:
+        from .cost import check_budget  # reads the IR only, like this backend
+
+        check_budget(diagram, max_parameters, sizes.bindings)
     specs = []
     for dotted, w, copies, box in _walk_weights(diagram):
         per_copy = math.prod(sizes.shape(w.type))
@@ -406,7 +419,7 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
                                "nothing was allocated", box.span,
                                hint="bind smaller sizes, or raise max_weight_elements")
         specs.append(_WeightSpec(dotted, tuple(_mangle(p) for p in dotted.split(".")), w, copies, box))
-    return CompiledCircuit(_Plan(diagram, sizes, specs, remat=bool(remat)), rngs)
+    return CompiledCircuit(_Plan(diagram, sizes, specs, remat=bool(remat), onehot_gather=bool(onehot_gather)), rngs)
 
 
 # ---------------------------------------------------------------- the boundary
@@ -925,6 +938,8 @@ class _Runner:
         (i,) = ins
         a = b.attr("axis")
         n = self.sizes(self._out_type(d, b).axis(a).size)
+        if not self.plan.onehot_gather:
+            return [_V(jax.nn.one_hot(i.a, n, dtype=jnp.float32), i.names + (a,))]
         return [_V(None, i.names + (a,), hot=(i.a, n))]  # lazy: see _V
 
     def op_embed(self, d, b, index, prefix, ins, ctx):

@@ -118,14 +118,36 @@ def default_optimizer(
 def batch_at(data: Batch, seed: int | jax.Array, step: int | jax.Array, batch_size: int | None) -> dict[str, jax.Array]:
     """The minibatch for ``step``: a pure function of (data, seed, step), so resuming replays it.
 
+    Epochs of shuffled data, as a plain loop draws them: example ``q = step *
+    batch_size + k`` of the stream is ``epoch_order(seed, q // n)[q % n]``, so
+    every example is seen once per epoch and a batch may straddle two epochs.
     ``batch_size=None`` (or at least the data size) gives the full batch.
     """
     n = _num_examples(data)
     if batch_size is None or batch_size >= n:
         return dict(data)
-    key = jax.random.fold_in(jax.random.key(seed), step)
-    idx = jax.random.permutation(key, n)[:batch_size]
+    q = jnp.asarray(step, jnp.int32) * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    first = q[0] // n
+    orders = jnp.stack([epoch_order(seed, first, n), epoch_order(seed, first + 1, n)])
+    idx = orders[q // n - first, q % n]
     return {k: v[idx] for k, v in data.items()}
+
+
+def epoch_order(seed: int | jax.Array, epoch: int | jax.Array, n: int) -> jax.Array:
+    """The order in which epoch ``epoch`` visits ``n`` examples (a permutation)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
+    return jax.random.permutation(key, n)
+
+
+def _chunk_batches(data: Batch, seed, start, length: int, batch_size: int) -> jax.Array:
+    """Example indices of steps ``start .. start + length - 1``, shape [length, batch_size], as
+    :func:`batch_at` draws them, with each epoch's permutation computed once per chunk, not once per step."""
+    n = _num_examples(data)
+    q = (start + jnp.arange(length, dtype=jnp.int32))[:, None] * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    first = q[0, 0] // n
+    count = (length * batch_size - 1) // n + 2  # epochs the chunk can touch
+    orders = jax.vmap(lambda e: epoch_order(seed, first + e, n))(jnp.arange(count, dtype=jnp.int32))
+    return orders[q // n - first, q % n]
 
 
 def _num_examples(data: Batch) -> int:
@@ -171,6 +193,7 @@ def train(
     progress: bool = True,
     stop_when: Callable[[dict[str, Any]], bool] | None = None,
     plot_every_seconds: float = 30.0,
+    unroll: int = 1,
 ) -> TrainResult:
     """Train ``model`` in place on ``task`` for ``steps`` optimiser steps in total.
 
@@ -194,6 +217,8 @@ def train(
         (e.g. ``lambda m: m["test_acc"] >= 0.99``).
       plot_every_seconds: minimum wall time between refreshes of ``curves.png``
         during the run (it is always written at the end).
+      unroll: steps per iteration of the compiled ``lax.scan`` loop; more lets
+        XLA overlap small steps at the cost of compile time.
 
     Returns:
       A :class:`TrainResult`. The model holds the final weights, in eval mode.
@@ -249,12 +274,15 @@ def train(
     seed_arr = jnp.asarray(seed, dtype=jnp.uint32)
 
     def run_chunk(params, rest, opt_state, data, seed, start, *, length):
-        def one_step(carry, step):
+        def one_step(carry, xs):
             params, rest, opt_state = carry
+            step, idx = xs
             if sample is not None:
                 batch = sample(jax.random.fold_in(jax.random.key(seed), step))
+            elif idx is not None:
+                batch = {k: v[idx] for k, v in data.items()}
             else:
-                batch = batch_at(data, seed, step, batch_size)
+                batch = data
 
             def loss_fn(params):
                 m = nnx.merge(train_def, params, rest, copy=True)  # fresh Variables at this trace level
@@ -267,8 +295,10 @@ def train(
             params = optax.apply_updates(params, updates)
             return (params, new_rest, opt_state), (loss, aux)
 
-        idx = start + jnp.arange(length, dtype=jnp.int32)
-        return jax.lax.scan(one_step, (params, rest, opt_state), idx)
+        steps = start + jnp.arange(length, dtype=jnp.int32)
+        minibatch = sample is None and batch_size is not None and batch_size < _num_examples(data)
+        idx = _chunk_batches(data, seed, start, length, batch_size) if minibatch else None
+        return jax.lax.scan(one_step, (params, rest, opt_state), (steps, idx), unroll=unroll)
 
     def evaluate(params, rest, data):
         return task.loss(nnx.merge(eval_def, params, rest, copy=True), data, False)

@@ -525,6 +525,28 @@ def test_weight_budget_refuses_before_allocating(monkeypatch):
         build(src, n=50000)
 
 
+def test_parameter_budget_refuses_the_whole_model_before_allocating(monkeypatch):
+    src = "axis n\ncircuit F(x: [n]) -> [n]:\n    repeat 4:\n        x = linear(x, n -> n)\n    return x"
+    assert build(src, n=10, max_parameters=4 * 110).sizes["n"] == 10  # exactly at the budget: allowed
+    monkeypatch.setattr(fb, "_init_weight", lambda *a, **k: pytest.fail("a weight was allocated"))
+    with pytest.raises(SizeTooLarge, match="440"):
+        build(src, n=10, max_parameters=439)
+
+
+def test_onehot_gather_and_the_dense_product_agree():
+    src = ("circuit F(i: int[b], j: int[b]) -> [b, c]:\n"
+           "    return relu(linear(stack(onehot(i, v), onehot(j, v), along = e), (e, v) -> c))")
+    i, j = ints(7, 4), ints(7, 4, seed=2)
+    fast, dense = build(src), build(src, onehot_gather=False)
+    np.testing.assert_allclose(fast(i, j), dense(i, j), rtol=1e-6)
+    g_fast = nnx.grad(lambda m: jnp.sum(m(i, j) ** 2))(fast)
+    g_dense = nnx.grad(lambda m: jnp.sum(m(i, j) ** 2))(dense)
+    np.testing.assert_allclose(g_fast["out"]["W"].get_value(), g_dense["out"]["W"].get_value(), rtol=1e-5, atol=1e-6)
+    jaxpr = str(jax.make_jaxpr(lambda m: m(i, j))(fast))
+    assert "gather" in jaxpr and "dot_general" not in jaxpr
+    assert "dot_general" in str(jax.make_jaxpr(lambda m: m(i, j))(dense))
+
+
 def test_eval_shape_allocates_nothing():
     abstract = nnx.eval_shape(lambda: build(FREE, n=10 ** 4, m=10 ** 4))
     w = abstract.weight("out.W").get_value()

@@ -194,3 +194,18 @@ def test_batches_are_a_pure_function_of_seed_and_step():
     assert not np.array_equal(b1["x"], batch_at(data, 0, 6, 10)["x"])
     assert not np.array_equal(b1["x"], batch_at(data, 1, 5, 10)["x"])
     assert batch_at(data, 0, 5, None)["x"].shape == (100,)
+
+
+def test_batches_walk_shuffled_epochs_and_the_trainer_draws_the_same():
+    """Each epoch visits every example once (batches may straddle epochs); the trainer's per-chunk
+    draw (one permutation per epoch) gives exactly batch_at's batches."""
+    data = {"x": jnp.arange(30)}
+    seen = np.concatenate([np.asarray(batch_at(data, 3, s, 7)["x"]) for s in range(30)])  # 210 = 7 epochs
+    for e in range(7):
+        assert sorted(seen[30 * e:30 * (e + 1)].tolist()) == list(range(30))
+    assert not np.array_equal(seen[:30], seen[30:60])
+    from diagrammar.train.loop import _chunk_batches
+    for start, length in ((0, 30), (11, 5), (4, 1)):
+        chunk = np.asarray(jax.jit(_chunk_batches, static_argnums=(3, 4))(data, 3, jnp.int32(start), length, 7))
+        want = np.stack([np.asarray(batch_at(data, 3, s, 7)["x"]) for s in range(start, start + length)])
+        np.testing.assert_array_equal(chunk, want)
