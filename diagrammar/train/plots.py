@@ -39,6 +39,12 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return xs, ys
 
 
+def _floor_zeros(ys: list[float]) -> list[float]:
+    """A loss that rounds to 0 in float32 stays on the log axis, drawn at the lowest positive value seen."""
+    positive = [y for y in ys if y > 0]
+    return [y if y > 0 or not positive else min(positive) for y in ys]
+
+
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """Loss and accuracy curves, train vs test, against steps on a log axis.
 
@@ -55,6 +61,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike, tit
     ax_loss, ax_acc = fig.subplots(1, 2)
     for split, style in (("train", "-"), ("test", "--")):
         xs, ys = _series(history, f"{split}_loss")
+        ys = _floor_zeros(ys)
         if xs:
             ax_loss.plot(xs, ys, style, label=split)
         xs, ys = _series(history, f"{split}_acc")

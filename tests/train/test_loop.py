@@ -209,3 +209,12 @@ def test_batches_walk_shuffled_epochs_and_the_trainer_draws_the_same():
         chunk = np.asarray(jax.jit(_chunk_batches, static_argnums=(3, 4))(data, 3, jnp.int32(start), length, 7))
         want = np.stack([np.asarray(batch_at(data, 3, s, 7)["x"]) for s in range(start, start + length)])
         np.testing.assert_array_equal(chunk, want)
+
+
+def test_a_loss_of_exactly_zero_stays_on_the_log_plot(tmp_path):
+    from diagrammar.train.plots import _floor_zeros, plot_history
+
+    assert _floor_zeros([1.0, 1e-8, 0.0, 1e-3]) == [1.0, 1e-8, 1e-8, 1e-3]
+    assert _floor_zeros([0.0, 0.0]) == [0.0, 0.0]
+    rows = [{"step": s, "train_loss": l, "test_loss": 1.0} for s, l in ((0, 1.0), (100, 0.0), (200, 1e-6))]
+    assert plot_history(rows, tmp_path / "c.png").stat().st_size > 0
