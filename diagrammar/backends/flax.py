@@ -10,7 +10,10 @@ by name (a transpose plus size-1 axes, never NumPy's implicit rank promotion).
 `linear` is one 2-D matrix product, as in a hand-written `nnx.Linear` (input
 axes moved last and flattened, weights `[IN..., OUT...]` read by position, so a
 square map `d -> d` is no special case); `dot` and `einsum` become `jnp.einsum`
-with one letter per axis name. Axes that the circuit is
+with one letter per axis name. A `onehot` stays lazy (its indices) while it
+is only stacked, and a `linear` of it gathers the weight rows the indices
+pick (a scatter-add backward) instead of multiplying by mostly-zero rows;
+`compile(..., onehot_gather=False)` keeps the literal product. Axes that the circuit is
 broadcast over (the leading batch axes of the inputs, and the extra axes of a
 broadcast circuit call or scan step) get internal names starting with `#`,
 which no circuit can spell, and stay first in memory.
