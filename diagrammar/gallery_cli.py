@@ -32,14 +32,16 @@ class ResultPlot(NamedTuple):
 RESULTS = (
     ResultPlot("pointer_sort.png", "Pointer network: sorting",
                "`PointerNet` (circuits/pointer.circuit) trained on sorting n = 5..10 numbers for 6,000 steps "
-               "(6.6 minutes); greedy decoding against input length, 200 fresh examples per length.",
-               "python benchmarks/pointer.py --only sort --out runs/bench-pointer --gallery gallery/results"),
+               "(6.6 minutes): 98.8% exact sequences at n = 10, 96.9% at n = 15. Greedy decoding against "
+               "input length, 200 fresh examples per length.",
+               "python benchmarks/pointer.py --only sort --gallery gallery/results"),
     ResultPlot("pointer_hull.png", "Pointer network: planar convex hull",
-               "`PointerNet` trained on the convex hull of n = 5..50 points (8,000 steps, then resumed with "
-               "a longer cosine schedule to 14,000); left, greedy decoding against length; right, test "
-               "examples with n = 10.",
-               "python benchmarks/pointer.py --only hull --out runs/bench-pointer --hull-steps 14000 "
-               "--hull-minutes 100000 --gallery gallery/results"),
+               "`PointerNet` trained on the convex hull of n = 5..50 points: the 8,000 steps of "
+               "`python benchmarks/pointer.py --only hull`, resumed to 14,000 with a new cosine schedule. At "
+               "n = 10: area coverage 98.9%, exact sequences 74.0%. Left, greedy decoding against length; "
+               "right, test examples with n = 10.",
+               "python benchmarks/pointer.py --only hull --hull-steps 14000 --hull-minutes 100000 "
+               "--gallery gallery/results"),
     ResultPlot("workspace_accuracy.png", "Global workspace against its baselines",
                "a + b trained on b <= 6: accuracy on seen pairs, held-out pairs and larger b (more steps), "
                "mean over seeds 0-2 with the range as error bars, for digits given as numbers and as 8x8 images.",

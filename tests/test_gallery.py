@@ -87,3 +87,32 @@ def test_render_cost_and_dot(tmp_path, capsys):
     dot = tmp_path / "fig.dot"
     assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", str(dot)]) == 0
     assert "digraph" in dot.read_text()
+
+
+def test_committed_result_plots_are_shown_with_their_commands():
+    from diagrammar.gallery_cli import RESULTS
+
+    index = (ROOT / "gallery" / "README.md").read_text(encoding="utf-8")
+    for r in RESULTS:
+        assert (ROOT / "gallery" / "results" / r.file).read_bytes().startswith(b"\x89PNG"), r.file
+        assert f"![{r.title}](results/{r.file})" in index and f"`{r.command}`" in index
+
+
+def test_gallery_never_rewrites_or_deletes_result_plots(tmp_path, capsys):
+    out = tmp_path / "gallery"
+    plot, other = out / "results" / "routing.png", out / "results" / "scratch.png"
+    plot.parent.mkdir(parents=True)
+    plot.write_bytes(b"\x89PNG not really")
+    other.write_bytes(b"\x89PNG mine")
+    assert main(["gallery", "--out", str(out)]) == 0
+    assert plot.read_bytes() == b"\x89PNG not really" and other.read_bytes() == b"\x89PNG mine"
+    index = (out / "README.md").read_text(encoding="utf-8")
+    assert "](results/routing.png)" in index and "pointer_hull.png" not in index  # only the plots present
+    assert main(["gallery", "--out", str(out), "--check"]) == 0
+    plot.unlink()  # a deleted plot leaves the index stale, and the gallery does not bring it back
+    capsys.readouterr()
+    assert main(["gallery", "--out", str(out), "--check"]) == 1
+    assert "README.md" in capsys.readouterr().err
+    assert main(["gallery", "--out", str(out)]) == 0
+    assert not plot.exists() and other.exists()
+    assert "results/" not in (out / "README.md").read_text(encoding="utf-8")
