@@ -7,7 +7,10 @@ ModAddMLP: p=97, half the pairs for training, AdamW lr 1e-3, weight decay 1,
 full batch; goal >= 99% test accuracy within 60 s on the 2-core CPU.
 GrokTransformer: p=113, 30% of pairs, full batch, AdamW lr 1e-3, weight decay 1;
 goal >= 99% test accuracy; prints steps, time and its key frequencies.
-Each run stops as soon as test accuracy reaches 99%; times include compiling.
+ModAddMLP stops as soon as test accuracy reaches 99%. GrokTransformer runs on to
+6,000 steps, past the clean-up phase of Nanda et al. (2023), after which a few key
+frequencies carry the embedding; the step and time at which it first reached 99%
+are read from its metrics. Times include compiling.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from diagrammar.cli import main as cli
 RUNS = {
     "mlp": ("circuits/modadd_mlp.circuit", "ModAddMLP", ["--p", "97", "--train-frac", "0.5", "--steps", "20000"]),
     "transformer": ("circuits/grok_transformer.circuit", "GrokTransformer",
-                    ["--p", "113", "--train-frac", "0.3", "--steps", "40000", "--inputs", "tokens"]),
+                    ["--p", "113", "--train-frac", "0.3", "--steps", "6000", "--no-stop", "--inputs", "tokens"]),
 }
 
 
@@ -34,8 +37,8 @@ def run(key: str, out: Path) -> dict:
                   "--weight-decay", "1", "--out", str(out), "--fresh", "--no-progress", *extra])
     seconds = time.perf_counter() - t
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = rows[-1]
-    return {"circuit": circuit, "status": status, "seconds": seconds, "last": last}
+    first = next((r for r in rows if r.get("test_acc", 0) >= 0.99), None)
+    return {"circuit": circuit, "status": status, "seconds": seconds, "last": rows[-1], "first": first}
 
 
 def main() -> int:
@@ -48,13 +51,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
             r = run(key, Path(args.out or tmp) / key)
-            last = r["last"]
-            acc = last.get("test_acc", last.get("test/acc"))
-            print(f"{r['circuit']}: step {last.get('step')}, test accuracy {acc}, {r['seconds']:.1f} s wall "
-                  f"(goal: >= 0.99{' within 60 s' if key == 'mlp' else ''})")
-            freqs = {k: v for k, v in last.items() if "freq" in k or "ipr" in k}
-            if freqs:
-                print(f"  Fourier: {freqs}")
+            last, first = r["last"], r["first"]
+            goal = "(goal: >= 0.99" + (" within 60 s)" if key == "mlp" else ")")
+            if first is None:
+                print(f"{r['circuit']}: never reached 99% test accuracy in {last['step']} steps "
+                      f"({r['seconds']:.1f} s wall) {goal}")
+            else:
+                print(f"{r['circuit']}: 99% test accuracy at step {first['step']} ({first['time']:.1f} s of training); "
+                      f"{r['seconds']:.1f} s wall in all {goal}")
+            print(f"  at step {last['step']}: test accuracy {last.get('test_acc'):.4f}; Fourier spectrum of "
+                  f"{last.get('fourier_param')}: key frequencies {last.get('key_freqs')}, strongest first "
+                  f"{last.get('top_freqs')}, IPR {last.get('ipr', float('nan')):.3f}")
     return 0
 
 
