@@ -654,26 +654,21 @@ _matmul.defjvp(_matmul_jvp, symbolic_zeros=True)
 _MAX_GATHER_SLOTS = 16  # up to this many one-hot slots per example, one gather (and scatter-add) each
 
 
-@jax.custom_jvp
 def _gather_rows_sum(rows, flat):
     """`sum_j rows[flat[..., j]]`, an index out of range picking a zero row.
 
-    The tangent is written slot by slot, behind an optimisation barrier, so
-    that its transpose (the weight gradient) is one scatter-add per slot of
-    the incoming cotangent as it is. Left to JAX, the transpose scatters a
-    cotangent broadcast over the slots and XLA's CPU backend fuses that
-    broadcast, and the layers behind it, into the serial scatter loop:
-    ModAddMLP's step took 24 ms that way and 13 ms this way.
+    One gather per slot `j`, from the slot's own block of rows: JAX's transpose
+    of that (the weight gradient) is one scatter-add per slot of the incoming
+    cotangent. A single gather over all slots followed by a sum is transposed
+    into a scatter of a cotangent broadcast over the slots, which XLA's CPU
+    backend fuses, with the layers behind it, into its serial scatter loop:
+    ModAddMLP's step took 24 ms that way and 13.7 ms this way (the hand-written
+    `W1[0, a] + W1[1, b]`: 13.5 ms).
     """
-    return jnp.take(rows, flat, axis=0, mode="fill", fill_value=0).sum(axis=-2)
-
-
-@_gather_rows_sum.defjvp
-def _gather_rows_sum_jvp(primals, tangents):
-    rows, flat = primals
-    d_rows = tangents[0]
-    t = sum(jnp.take(d_rows, flat[..., j], axis=0, mode="fill", fill_value=0) for j in range(flat.shape[-1]))
-    return _gather_rows_sum(rows, flat), lax.optimization_barrier(t)
+    c = flat.shape[-1]
+    n = rows.shape[0] // c
+    return sum(jnp.take(rows[j * n:(j + 1) * n], flat[..., j] - j * n, axis=0, mode="fill", fill_value=0)
+               for j in range(c))
 
 
 # ---------------------------------------------------------------- probes
