@@ -22,12 +22,16 @@ import time
 from pathlib import Path
 
 from diagrammar.cli import main as cli
+from diagrammar.train.checkpoint import _write_atomic
 
 RUNS = {
     "mlp": ("circuits/modadd_mlp.circuit", "ModAddMLP", ["--p", "97", "--train-frac", "0.5", "--steps", "20000"]),
     "transformer": ("circuits/grok_transformer.circuit", "GrokTransformer",
                     ["--p", "113", "--train-frac", "0.3", "--steps", "6000", "--no-stop", "--inputs", "tokens"]),
 }
+
+
+GALLERY_NAMES = {"mlp": "modadd_mlp", "transformer": "grok_transformer"}
 
 
 def run(key: str, out: Path) -> dict:
@@ -46,11 +50,17 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(RUNS))
     parser.add_argument("--out", metavar="DIR", help="keep each run's metrics, plots and checkpoint in DIR/mlp, "
                         "DIR/transformer (default: a temporary directory)")
+    parser.add_argument("--gallery", metavar="DIR", help="also copy each run's curves and Fourier plots to DIR "
+                        "(gallery/results: modadd_mlp_curves.png, grok_transformer_fourier.png, ...)")
     args = parser.parse_args()
     keys = [args.only] if args.only else ["mlp", "transformer"]
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
             r = run(key, Path(args.out or tmp) / key)
+            if args.gallery:
+                for plot in ("curves", "fourier"):
+                    _write_atomic(Path(args.gallery) / f"{GALLERY_NAMES[key]}_{plot}.png",
+                                  (Path(args.out or tmp) / key / f"{plot}.png").read_bytes())
             last, first = r["last"], r["first"]
             goal = "(goal: >= 0.99" + (" within 60 s)" if key == "mlp" else ")")
             if first is None:
