@@ -218,3 +218,13 @@ def test_a_loss_of_exactly_zero_stays_on_the_log_plot(tmp_path):
     assert _floor_zeros([0.0, 0.0]) == [0.0, 0.0]
     rows = [{"step": s, "train_loss": l, "test_loss": 1.0} for s, l in ((0, 1.0), (100, 0.0), (200, 1e-6))]
     assert plot_history(rows, tmp_path / "c.png").stat().st_size > 0
+
+
+def test_unrolled_scan_trains_the_same_steps():
+    """`unroll` changes how the compiled loop is laid out, not which steps it takes."""
+    task = ModAdd(p=P, batch_size=32)
+    runs = [train(MLP(P, 16, rngs=nnx.Rngs(0)), task, steps=12, steps_per_call=6, progress=False, unroll=u)
+            for u in (1, 3)]
+    assert [r["step"] for r in runs[0].history] == [r["step"] for r in runs[1].history] == [0, 6, 12]
+    np.testing.assert_allclose(runs[0].metrics["train_loss"], runs[1].metrics["train_loss"], rtol=1e-4)
+    assert runs[0].metrics["train_loss"] < runs[0].history[0]["train_loss"]
