@@ -289,3 +289,9 @@ def test_decoder_repeat_has_separate_weights_per_copy():
     assert all(not np.allclose(q[i], q[j]) for i in range(4) for j in range(i))
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 16)), jnp.int32)
     close(run(model, tokens), jax.jit(hand_decoder)(W, tokens), rtol=1e-4, atol=1e-4, what="logits")
+    # the weights of one copy are used by that copy only
+    cot = jnp.asarray(np.random.default_rng(1).normal(size=(2, 16, 256)), jnp.float32)
+    g = grads(lambda m, tokens, cot: jnp.sum(m(tokens) * cot), model, tokens, cot)
+    g_ref = jax.jit(jax.grad(lambda W, tokens, cot: jnp.sum(hand_decoder(W, tokens) * cot)))(W, tokens, cot)
+    for name in ("repeat.x.causal_self_attention.q.W", "repeat.x.feed_forward.linear.b", "x.W"):
+        close(_at(g, name.split(".")).get_value(), g_ref[name], rtol=2e-3, atol=2e-4, what=name)
