@@ -533,10 +533,12 @@ def test_parameter_budget_refuses_the_whole_model_before_allocating(monkeypatch)
         build(src, n=10, max_parameters=439)
 
 
-def test_onehot_gather_and_the_dense_product_agree():
+@pytest.mark.parametrize("slots", [16, 1], ids=["gather_per_slot", "one_gather_for_many_slots"])
+def test_onehot_gather_and_the_dense_product_agree(slots, monkeypatch):
+    monkeypatch.setattr(fb, "_MAX_GATHER_SLOTS", slots)
     src = ("circuit F(i: int[b], j: int[b]) -> [b, c]:\n"
            "    return relu(linear(stack(onehot(i, v), onehot(j, v), along = e), (e, v) -> c))")
-    i, j = ints(7, 4), ints(7, 4, seed=2)
+    i, j = ints(7, 4).at[0].set(-1), ints(7, 4, seed=2).at[1].set(7)  # out of range: a zero row
     fast, dense = build(src), build(src, onehot_gather=False)
     np.testing.assert_allclose(fast(i, j), dense(i, j), rtol=1e-6)
     g_fast = nnx.grad(lambda m: jnp.sum(m(i, j) ** 2))(fast)
