@@ -126,10 +126,7 @@ def batch_at(data: Batch, seed: int | jax.Array, step: int | jax.Array, batch_si
     n = _num_examples(data)
     if batch_size is None or batch_size >= n:
         return dict(data)
-    q = jnp.asarray(step, jnp.int32) * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
-    first = q[0] // n
-    orders = jnp.stack([epoch_order(seed, first, n), epoch_order(seed, first + 1, n)])
-    idx = orders[q // n - first, q % n]
+    idx = _chunk_batches(data, seed, jnp.asarray(step, jnp.int32), 1, batch_size)[0]
     return {k: v[idx] for k, v in data.items()}
 
 

@@ -41,8 +41,8 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
 
 def _floor_zeros(ys: list[float]) -> list[float]:
     """A loss that rounds to 0 in float32 stays on the log axis, drawn at the lowest positive value seen."""
-    positive = [y for y in ys if y > 0]
-    return [y if y > 0 or not positive else min(positive) for y in ys]
+    lowest = min((y for y in ys if y > 0), default=None)
+    return [y if y > 0 or lowest is None else lowest for y in ys]
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
