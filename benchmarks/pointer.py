@@ -106,7 +106,6 @@ def main(argv=None) -> int:
     def to_gallery(kind: str) -> None:
         if args.gallery:
             target = Path(args.gallery) / f"pointer_{kind}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
             _write_atomic(target, (out / kind / "pointer.png").read_bytes())
             print(f"wrote {target}", flush=True)
 
