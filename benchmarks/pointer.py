@@ -20,6 +20,8 @@ Run:  python benchmarks/pointer.py                     # both, about 10 + 50 min
       python benchmarks/pointer.py --only sort --sort-minutes 10
       python benchmarks/pointer.py --only hull --hull-n-max 20 --hull-minutes 40 --hull-steps 12000
       python benchmarks/pointer.py --quick              # a smoke run of a minute or two
+      for k in 8000 14000 20000 28000 36000; do         # the README's hull result (about 3.7 hours here)
+          python benchmarks/pointer.py --only hull --hull-steps $k --hull-minutes 100000; done
       python benchmarks/pointer.py --only sort --gallery gallery/results   # also copy pointer.png there
 
 Running a finished command again trains nothing: it re-evaluates the final
