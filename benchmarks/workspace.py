@@ -23,6 +23,12 @@ Models (circuits/workspace.circuit, circuits/workspace_baselines.circuit):
   digits as images    WorkspaceDigits (learned image encoder and Increment module, LSTM controller),
                       LSTMDigits, TransformerDigits (the same image encoder, trained on the same
                       perception objective, then the sequence model)
+WorkspaceDigits trains on fresh train-pool images at every step, each slightly rotated
+(up to 10 degrees), rescaled (up to 10%) and moved (up to half a pixel): the task's
+augmentation. The image baselines train on the images as they are, their better setting:
+with the augmentation TransformerDigits falls to 21.0% held-out and 52.4% extrapolation
+(seeds 0-2) and LSTMDigits stays at 0. Held-out and extrapolation pairs show test-pool
+images, never augmented.
 All use AdamW for 3,000 steps. The workspace models use the train command's
 defaults (lr 1e-3, weight decay 1); each baseline uses the setting it did best
 with in a sweep over lr {1e-3, 3e-3} x weight decay {0, 0.1, 1} (--sweep, seed 0;
@@ -51,15 +57,18 @@ class Setting:
     steps: int
     lr: float
     weight_decay: float
+    augment: bool = True  # images: train on augmented images (the task's default), or on the images as they are
 
 
+NO_AUGMENT = {"rotate": 0.0, "rescale": 0.0, "move": 0.0}
 SETTINGS = [  # the workspace models with the train command's defaults; the baselines with their best sweep setting
     Setting("Workspace", "circuits/workspace.circuit", "Workspace", "ints", 3000, 1e-3, 1.0),
     Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMAdder", "ints", 3000, 1e-3, 1.0),
     Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerAdder", "ints", 3000, 1e-3, 0.1),
     Setting("Workspace", "circuits/workspace.circuit", "WorkspaceDigits", "images", 3000, 1e-3, 1.0),
-    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMDigits", "images", 3000, 1e-3, 1.0),
-    Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerDigits", "images", 3000, 3e-3, 0.0),
+    Setting("LSTM", "circuits/workspace_baselines.circuit", "LSTMDigits", "images", 3000, 1e-3, 1.0, False),
+    Setting("Transformer", "circuits/workspace_baselines.circuit", "TransformerDigits", "images", 3000, 3e-3, 0.0,
+            False),
 ]
 SWEEP = [(lr, wd) for lr in (1e-3, 3e-3) for wd in (0.0, 0.1, 1.0)]
 COLUMNS = ("seen", "heldout", "extrap", "extrap_full")
@@ -80,7 +89,7 @@ def run_one(s: Setting, seed: int, steps: int | None = None, lr: float | None = 
     from diagrammar.train.workspace import WorkspaceAdd, parameter_count
 
     model = diagrammar.load(ROOT / s.file)[s.circuit].compile(rngs=nnx.Rngs(seed))
-    task = WorkspaceAdd(inputs=s.inputs, seed=seed)
+    task = WorkspaceAdd(inputs=s.inputs, seed=seed, **({} if s.augment else NO_AUGMENT))
     t0 = time.perf_counter()
     opt = default_optimizer(s.lr if lr is None else lr, s.weight_decay if weight_decay is None else weight_decay)
     n = s.steps if steps is None else steps

@@ -11,7 +11,8 @@ from flax import nnx
 import diagrammar
 from diagrammar.cli import main
 from diagrammar.train.loop import default_optimizer, train
-from diagrammar.train.workspace import WorkspaceAdd, answer_logits, model_parts, parameter_count, probe_inputs
+from diagrammar.train.workspace import (WorkspaceAdd, affine_images, answer_logits, augment_images, model_parts,
+                                        parameter_count, probe_inputs)
 
 WORKSPACE = "circuits/workspace.circuit"
 BASELINES = "circuits/workspace_baselines.circuit"
@@ -90,21 +91,53 @@ def test_task_splits_horizons_and_losses():
     assert not np.all(np.argmax(answer_logits(ans, 8), -1) == t.sets["extrap"]["sum"])
 
 
+def moved(img, dy, dx):
+    """``img`` moved down by dy and right by dx whole pixels, zeros coming in."""
+    out = np.zeros_like(img)
+    h, w = img.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
+                                                                    max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_affine_images_rotate_scale_and_move():
+    imgs = np.asarray(jax.random.uniform(jax.random.key(0), (3, 8, 8)))
+    angle, scale = jnp.array([0.0, np.pi / 2, 0.0]), jnp.array([1.0, 1.0, 1.0])
+    out = np.asarray(affine_images(jnp.asarray(imgs), angle, scale, jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, -1.0]])))
+    assert np.allclose(out[0], imgs[0]) and np.allclose(out[1], np.rot90(imgs[1]), atol=1e-5)
+    assert np.allclose(out[2], moved(imgs[2], 1, -1))
+    half = np.asarray(affine_images(jnp.asarray(imgs[:1]), jnp.zeros(1), jnp.array([0.5]), jnp.zeros((1, 2))))
+    assert half[0, 0].sum() == 0 and half[0, :, 0].sum() == 0  # shrunk: the border is background
+
+
+def test_augment_images_draws_a_warp_per_image():
+    imgs = jax.random.uniform(jax.random.key(0), (2, 20, 8, 8))
+    assert augment_images(jax.random.key(1), imgs, 0.0, 0.0, 0.0) is imgs
+    out = np.asarray(augment_images(jax.random.key(1), imgs, 10.0, 0.1, 0.5))
+    assert out.shape == imgs.shape and not np.allclose(out, imgs)
+    diffs = np.abs(out - np.asarray(imgs)).mean(axis=(2, 3)).ravel()
+    assert len(np.unique(np.round(diffs, 5))) == diffs.size and diffs.max() < 0.5  # each its own, all small
+
+
 def test_image_batches_come_from_the_train_pool():
     pytest.importorskip("sklearn")
-    t = WorkspaceAdd(inputs="images", batch_size=64, eval_draws=2)
-    batch = jax.jit(t.sample)(jax.random.key(3))
-    assert batch["a_img"].shape == (64, 8, 8) and np.array_equal(batch["sum"], batch["a"] + batch["b"])
-    seen = {(int(a), int(b)) for a, b in zip(t.pairs["seen"]["a"], t.pairs["seen"]["b"])}
-    assert {(int(a), int(b)) for a, b in zip(batch["a"], batch["b"])} <= seen
     from diagrammar.train import tasks_data as td
     pool = td.split_digit_images(td.load_digit_images(), seed=0)["train"]
+    plain = WorkspaceAdd(inputs="images", batch_size=64, eval_draws=2, rotate=0, rescale=0, move=0)
+    warped = WorkspaceAdd(inputs="images", batch_size=64, eval_draws=2)
+    batch, warped_batch = jax.jit(plain.sample)(jax.random.key(3)), jax.jit(warped.sample)(jax.random.key(3))
+    assert batch["a_img"].shape == (64, 8, 8) and np.array_equal(batch["sum"], batch["a"] + batch["b"])
+    seen = {(int(a), int(b)) for a, b in zip(plain.pairs["seen"]["a"], plain.pairs["seen"]["b"])}
+    assert {(int(a), int(b)) for a, b in zip(batch["a"], batch["b"])} <= seen
     for img, label in zip(np.asarray(batch["b_img"][:16]), np.asarray(batch["b"][:16])):
         hits = np.nonzero(np.all(pool["images"] == img, axis=(1, 2)))[0]
         assert len(hits) and pool["labels"][hits[0]] == label
+    # augmentation changes the training images, the same pairs and picks, and never the evaluation images
+    assert np.array_equal(warped_batch["b"], batch["b"]) and not np.allclose(warped_batch["b_img"], batch["b_img"])
+    assert np.array_equal(warped.sets["heldout"]["a_img"], plain.sets["heldout"]["a_img"])
     # held-out and extrapolation images never appear in training
     train_rows = {img.tobytes() for img in pool["images"]}
-    assert not any(img.tobytes() in train_rows for img in np.asarray(t.sets["heldout"]["a_img"]))
+    assert not any(img.tobytes() in train_rows for img in np.asarray(plain.sets["heldout"]["a_img"]))
 
 
 def test_workspace_learns_to_route_and_extrapolates(program):
