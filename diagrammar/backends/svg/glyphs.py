@@ -1,0 +1,432 @@
+"""Backends, svg: the shapes of a placed figure (wires, glyphs, dots, labels, panels)."""
+from __future__ import annotations
+
+from .geometry import (
+    BOX_SIZE,
+    FILL,
+    INK,
+    LABEL_SIZE,
+    LANE_GAP,
+    LOOP,
+    PANEL_PAD,
+    SMALL,
+    BoxGeom,
+    Circle,
+    LabelGeom,
+    Layout,
+    Path,
+    Text,
+    TrackGeom,
+    _bend,
+    _hline,
+    _label_box,
+    _poly,
+    _rect,
+    _shift,
+    text_width,
+)
+from .nodes import _Band, _Node, _Seg
+
+
+class _GlyphsMixin:
+    def emit(self) -> Layout:
+        back, wires, glyphs, dots, texts = [], [], [], [], []
+        self.L = (back, wires, glyphs, dots, texts)
+        self.boxes: list[BoxGeom] = []
+        self.labels: list[LabelGeom] = []
+        self.tracks: list[TrackGeom] = []
+        self.parent = self.prefix[:-1] if self.prefix else ""
+        self.emit_separators()
+        for n in self.nodes:
+            self.emit_node(n)
+        succ: dict[int, list[_Seg]] = {}
+        for b in self.bands.values():
+            for s in b.segs:
+                if s.prev is not None:
+                    succ.setdefault(id(s.prev), []).append(s)
+        for b in self.bands.values():
+            for s in b.segs:
+                self.emit_segment(b, s, succ.get(id(s), []))
+        in_ports = []
+        for w in self.in_wires:
+            b = self.bands.get(w)
+            if b is None:
+                in_ports.append({})
+                continue
+            s = b.segs[0]
+            in_ports.append({a: s.lane.y + o for a, o in zip(b.axes, s.offs)})
+        out_ports = [dict() for _ in self.out_node.inputs]
+        out_labels = [dict() for _ in self.out_node.inputs]
+        for r in self.out_reads:
+            b = r.seg.band
+            out_ports[r.index] = {a: r.lane.y + o for a, o in zip(b.axes, r.ports)}
+            for t, a in enumerate(b.axes):
+                lid = r.seg.label_ids[t]
+                if lid >= 0 and r.in_lane:
+                    out_labels[r.index][a] = (lid, self.labels[lid].x)
+        return Layout(self.d.name, self.width, self.height, [], self.boxes, self.labels, self.tracks, [],
+                      in_ports, out_ports, self.L, out_labels)
+
+    def _pos_x(self, p: int, end: bool) -> float:
+        c = p // 2
+        if p % 2 == 0:
+            return self.x_right[c] if end else self.x_left[c]
+        if c >= self.ncols - 1:
+            return self.x_right[-1]
+        return self.x_lab[c] if end else self.x_post[c]
+
+    def emit_separators(self):
+        for m, l, p0, p1, mb, lt in self.ranges:
+            if (l.y + lt) - (m.y + mb) > LANE_GAP + 12:
+                continue  # far apart: a dashed line in empty space would separate nothing
+            y = (m.y + mb + l.y + lt) / 2
+            x0, x1 = self._pos_x(p0, False), self._pos_x(p1, True)
+            if x1 - x0 > 30:
+                self.L[0].append(Path(_hline(x0, x1, y), "#a3acb8", 0.8, None, "4 3", "separator"))
+
+    def _wire_style(self, dtype: str, axis: str) -> tuple[float, str | None]:
+        if dtype != "float":
+            return 1.4, "3 2"
+        return (1.6, None) if axis else (1.2, "1.5 2")
+
+    def emit_segment(self, b: _Band, s: _Seg, successors: list[_Seg]):
+        wires, dots = self.L[1], self.L[3]
+        ly = s.lane.y
+        wpath = self.prefix + b.wire
+        for t, a in enumerate(b.axes):
+            y = ly + s.offs[t]
+            color = self.ctx.color(a)
+            width, dash = self._wire_style(b.dtype, a)
+            pieces = []
+            label_x = None
+            if s.start == "input":
+                x_h0 = self.x_right[0]
+                label_x = self.x_post[0] + 3
+            elif s.start == "node":
+                n = b.producer
+                spec = n.outs[b.out_index]
+                c = n.col
+                py = n.lane.y + spec.ports[t]
+                xs = n.in_x if s.passing[t] else n.out_x
+                if n.kind in ("panel", "repeat"):
+                    if (b.out_index, a) in n.g["edge_out"]:
+                        xs = n.x0 + n.width - n.g["side"]
+                    reuse = n.g.get("out_labels", {}).get((b.out_index, a))
+                    if reuse is not None and abs(py - y) < 0.01 and n.out_x - reuse[1] < 90 and s.labelled[t]:
+                        s.labelled[t] = False
+                        s.inherit[t] = ("label", reuse[0])
+                if abs(py - y) > 0.01:
+                    pieces.append(_hline(xs, self.x_right[c], py))
+                    pieces.append(_bend(self.x_right[c], py, self.x_post[c], y))
+                    x_h0 = self.x_post[c]
+                else:
+                    x_h0 = xs
+                label_x = self.x_post[c] + 3
+            else:  # a copy that branched off
+                p = s.prev
+                c = s.col
+                py = p.lane.y + p.offs[t]
+                pieces.append(_bend(self.x_lab[c - 1], py, self.x_left[c], y))
+                x_h0 = self.x_left[c]
+                label_x = self.x_left[c] + 3
+            x_h1 = x_h0
+            branch: dict[float, int] = {}
+            for r in s.reads:
+                c = r.col
+                ry = r.lane.y + r.ports[t]
+                xe = r.node.in_x
+                if r.node.kind in ("panel", "repeat") and (r.index, a) in r.node.g["edge_in"]:
+                    xe = r.node.x0 + r.node.g["side"]
+                xb = self.x_lab[c - 1]
+                if r.in_lane and abs(ry - y) < 0.01:
+                    x_h1 = max(x_h1, xe)
+                    branch[xb] = branch.get(xb, 0)
+                else:
+                    pieces.append(_bend(xb, y, self.x_left[c], ry))
+                    if xe > self.x_left[c] + 0.01:
+                        pieces.append(_hline(self.x_left[c], xe, ry))
+                    x_h1 = max(x_h1, xb)
+                    branch[xb] = branch.get(xb, 0) + 1
+            for nxt in successors:
+                xb = self.x_lab[nxt.col - 1]
+                x_h1 = max(x_h1, xb)
+                branch[xb] = branch.get(xb, 0) + 1
+            ended = not s.reads and not successors
+            if ended:
+                c = b.producer.col if s.start == "node" else 0
+                x_h1 = max(x_h0 + 8.0, self.x_lab[c] - 2.0 if c < self.ncols - 1 else x_h0 + 8.0)
+            if x_h1 > x_h0 + 0.01:
+                pieces.insert(0, _hline(x_h0, x_h1, y))
+            if ended:
+                pieces.append((("M", x_h1, y - 3.5), ("L", x_h1, y + 3.5)))
+            if pieces:  # one path per track: its run and bends as subpaths
+                wires.append(Path(tuple(c for cmds in pieces for c in cmds), color, width, None, dash, "wire"))
+            for xb in sorted(branch):
+                out = branch[xb] + (1 if x_h1 > xb + 0.5 else 0)
+                if out >= 2:
+                    dots.append(Circle(xb, y, 2.6, color, None, 1.0, "dot"))
+            # the label
+            lid = -1
+            if a:
+                if s.labelled[t]:
+                    bx, by, bw, bh = _label_box(label_x, y - 3.0, a, LABEL_SIZE)
+                    lid = len(self.labels)
+                    self.labels.append(LabelGeom(a, "axis", bx, by, bw, bh, self.parent, wpath, a, y))
+                    self.L[4].append(Text(label_x, y - 3.0, a, LABEL_SIZE, color, False, True, "start", "axis"))
+                elif s.inherit[t] is not None:
+                    src, j = s.inherit[t]
+                    lid = j if src == "label" else src.label_ids[j]
+            s.label_ids[t] = lid
+            self.tracks.append(TrackGeom(wpath, a, lid, y, x_h0, x_h1, self.parent))
+
+    def _box(self, n: _Node, kind: str, x: float, y: float, w: float, h: float):
+        self.boxes.append(BoxGeom(n.path, n.op, kind, x, y, w, h, self.parent))
+
+    def _text_in(self, cx: float, cy: float, n: _Node, anchor: str = "middle"):
+        main, sup, bold = n.text
+        if not main:
+            return
+        size = BOX_SIZE
+        w_main = text_width(main, size, bold)
+        w_sup = text_width(sup, SMALL) + 1 if sup else 0.0
+        x = cx - (w_main + w_sup) / 2
+        base = cy + size * 0.36
+        self.L[4].append(Text(x, base, main, size, INK, bold, False, "start", "box"))
+        if sup:
+            self.L[4].append(Text(x + w_main + 1, base - size * 0.45, sup, SMALL, INK, False, True, "start", "box"))
+
+    def emit_node(self, n: _Node):
+        if n.kind == "in":
+            if not self.nested:
+                for w in n.outputs:
+                    b = self.bands[w]
+                    s = b.segs[0]
+                    y = s.lane.y + s.offs[0] + 3.5
+                    x = self.x_right[0] - 5
+                    bx, by, bw, bh = _label_box(x, y, w, LABEL_SIZE, anchor="end")
+                    self.labels.append(LabelGeom(w, "port", bx, by, bw, bh, self.parent))
+                    self.L[4].append(Text(x, y, w, LABEL_SIZE, "#444444", False, False, "end", "port"))
+            return
+        if n.kind == "out":
+            return
+        ly = n.lane.y
+        g = n.g
+        back, wires, glyphs, dots, texts = self.L
+        x0, w = n.x0, n.width
+        kind = n.kind
+        if kind in ("box", "reduce", "norm", "index", "soft", "bar", "call", "scan"):
+            top, bot = ly + g["top"], ly + g["bot"]
+            h = bot - top
+            strided = n.op == "conv" and any(v > 1 for v in (n.box.attr("stride", (1,)) or (1,)))
+            if strided:  # a strided convolution shrinks its spatial wires: a trapezoid
+                inset = min(5.0, h / 4)
+                glyphs.append(_poly([(x0, top), (x0 + w, top + inset), (x0 + w, bot - inset), (x0, bot)],
+                                    FILL["learned"], INK, 1.1, "box"))
+                self._text_in(x0 + w / 2, (top + bot) / 2, n)
+            elif kind == "box" or kind == "reduce":
+                fill = FILL["learned"] if n.op in ("linear", "conv") else FILL["reduce"]
+                glyphs.append(_rect(x0, top, w, h, 3.0, fill, INK, 1.1, "box"))
+                self._text_in(x0 + w / 2, (top + bot) / 2, n)
+            elif kind == "norm":
+                glyphs.append(_rect(x0, top, w, h, min(h, w) / 2, FILL["norm"], INK, 1.1, "box"))
+                self._text_in(x0 + w / 2, (top + bot) / 2, n)
+            elif kind == "index":
+                pts = [(x0, top), (x0 + w - 7, top), (x0 + w, (top + bot) / 2), (x0 + w - 7, bot), (x0, bot)]
+                fill = FILL["learned"] if n.op == "embed" else FILL["index"]
+                glyphs.append(_poly(pts, fill, INK, 1.1, "box"))
+                self._text_in(x0 + (w - 7) / 2 + 1, (top + bot) / 2, n)
+            elif kind == "soft":
+                pts = [(x0, top), (x0 + w, (top + bot) / 2), (x0, bot)]
+                glyphs.append(_poly(pts, FILL["soft"], INK, 1.1, "box"))
+                if n.op == "log_softmax":  # written inside, near the base where the triangle is tall
+                    texts.append(Text(x0 + 2.5, (top + bot) / 2 + 2.6, "log", 7.5, INK, False, False, "start",
+                                      "box"))
+            elif kind == "bar":
+                glyphs.append(_rect(x0, top, w, h, 1.0, INK, None, 0.0, "box"))
+            else:  # a collapsed sub-circuit or scan: a small prism with its name
+                bx0, bw = (x0 + LOOP, w - 2 * LOOP) if kind == "scan" else (x0, w)
+                d = 4.0
+                glyphs.append(_poly([(bx0, top + d), (bx0 + d, top), (bx0 + bw, top), (bx0 + bw, bot - d),
+                                     (bx0 + bw - d, bot), (bx0 + bw - d, top + d)], FILL["call_top"], INK, 1.0, "box"))
+                glyphs.append(_rect(bx0, top + d, bw - d, h - d, 2.0, FILL["call"], INK, 1.1, "box"))
+                lines = g["lines"]
+                total = BOX_SIZE + (len(lines) - 1) * (SMALL + 3)
+                base = top + d + (h - d - total) / 2 + BOX_SIZE * 0.8
+                for i, line in enumerate(lines):
+                    size = BOX_SIZE if i == 0 else SMALL + 1
+                    texts.append(Text(bx0 + (bw - d) / 2, base, line, size, INK, i == 0, i > 0, "middle", "box"))
+                    base += SMALL + 3
+                if kind == "scan":
+                    self.emit_loop(n, top, bot)
+            self._box(n, kind, x0, top, w, h)
+            self.emit_annotation(n, x0 + w / 2, bot)
+        elif kind == "mark":
+            t0, t1 = g["tag"]
+            cx = n.in_x
+            tw = w - 2
+            glyphs.append(_rect(cx - tw / 2, ly + t0, tw, t1 - t0, (t1 - t0) / 2, FILL["mark"], "#555555", 0.8, "box"))
+            yc = ly + (t0 + t1) / 2
+            for ax in (cx - tw / 2 + 4, cx + tw / 2 - 8.5):
+                glyphs.append(_poly([(ax, yc - 2.5), (ax + 4.5, yc), (ax, yc + 2.5)], "#555555", None, 0.0, "box"))
+            texts.append(Text(cx, yc + 3.1, g["text"], SMALL + 1, INK, False, False, "middle", "box"))
+            self._box(n, kind, cx - tw / 2, ly + t0, tw, t1 - t0)
+            self.emit_annotation(n, cx, ly + max(n.outs[0].ports, default=0.0) + 2)
+        elif kind == "junction":
+            cx = n.in_x
+            sym = g["sym"]
+            yc = ly + g["top_y"] - 9.5
+            if len(sym) == 1:
+                glyphs.append(Circle(cx, yc, 5.5, "#ffffff", INK, 0.9, "box"))
+                texts.append(Text(cx, yc + 3.3, sym, 9.0, INK, True, False, "middle", "box"))
+                self._box(n, kind, cx - 5.5, yc - 5.5, 11.0, 11.0)
+            else:
+                tw = w - 2
+                glyphs.append(_rect(cx - tw / 2, yc - 5.5, tw, 11.0, 5.5, "#ffffff", INK, 0.9, "box"))
+                texts.append(Text(cx, yc + 3.0, sym, SMALL + 1, INK, False, False, "middle", "box"))
+                self._box(n, kind, cx - tw / 2, yc - 5.5, tw, 11.0)
+            for d in g["dots"]:
+                dots.append(Circle(cx, ly + d, 2.8, INK, None, 1.0, "dot"))
+            self.emit_annotation(n, cx, ly + max(n.outs[0].ports) + 2)
+        elif kind == "contract":
+            xa, xm = n.in_x, n.out_x
+            cap_w = g["cap_w"]
+            ys = []
+            for a, yl in g["caps"]:
+                color = self.ctx.color(a)
+                ys.extend(yl)
+                if len(yl) == 2:
+                    y1, y2 = ly + yl[0], ly + yl[1]
+                    k = (y2 - y1) / 2 * 4 / 3
+                    wires.append(Path((("M", xa, y1), ("C", xa + k, y1, xa + k, y2, xa, y2)), color, 1.6, None,
+                                      None, "wire"))
+                else:
+                    xv = xa + 6
+                    for yy in yl:
+                        wires.append(Path(_hline(xa, xv, ly + yy), color, 1.6, None, None, "wire"))
+                        dots.append(Circle(xv, ly + yy, 2.4, color, None, 1.0, "dot"))
+                    wires.append(Path((("M", xv, ly + yl[0]), ("L", xv, ly + yl[-1])), color, 1.6, None, None, "wire"))
+            for a, yy in g["stubs"]:
+                color = self.ctx.color(a)
+                ys.append(yy)
+                wires.append(Path(_hline(xa, xa + 5, ly + yy), color, 1.6, None, None, "wire"))
+                wires.append(Path((("M", xa + 5, ly + yy - 3.5), ("L", xa + 5, ly + yy + 3.5)), color, 1.6, None,
+                                  None, "wire"))
+            for a, y_in, row, _ in g["merges"]:
+                color = self.ctx.color(a)
+                ys.extend([y_in, row])
+                x1 = xa + cap_w
+                wires.append(Path(_hline(xa, x1, ly + y_in), color, 1.6, None, None, "wire"))
+                if abs(row - y_in) > 0.01:
+                    wires.append(Path(_bend(x1, ly + y_in, xm, ly + row), color, 1.6, None, None, "wire"))
+                else:
+                    wires.append(Path(_hline(x1, xm, ly + row), color, 1.6, None, None, "wire"))
+            for d in g["dots"]:
+                dots.append(Circle(xm, ly + d, 2.8, INK, None, 1.0, "dot"))
+            ys.extend(n.in_ports[n.prim] if n.prim is not None else [])
+            top, bot = ly + min(ys, default=0.0) - 3, ly + max(ys, default=0.0) + 3
+            self._box(n, kind, xa, top, xm - xa, bot - top)
+            self.emit_annotation(n, (xa + xm) / 2, bot + 4)
+        elif kind == "source":
+            top, bot = ly + g["top"], ly + g["bot"]
+            if n.op == "const":
+                r = g["r"]
+                glyphs.append(Circle(x0 + r, ly, r, FILL["source"], INK, 1.0, "box"))
+                texts.append(Text(x0 + r, ly + 3, n.text[0], SMALL + 1, INK, False, False, "middle", "box"))
+                self._box(n, kind, x0, ly - r, 2 * r, 2 * r)
+            elif n.op == "arange":
+                pts = [(x0, top), (x0 + w - 7, top), (x0 + w, (top + bot) / 2), (x0 + w - 7, bot), (x0, bot)]
+                glyphs.append(_poly(pts, FILL["index"], INK, 1.1, "box"))
+                texts.append(Text(x0 + (w - 7) / 2, (top + bot) / 2 + 3.5, "arange", SMALL + 1, INK, False, False,
+                                  "middle", "box"))
+                self._box(n, kind, x0, top, w, bot - top)
+            else:
+                glyphs.append(_rect(x0, top, w, bot - top, 3.0, FILL["learned"], INK, 1.1, "box"))
+                texts.append(Text(x0 + w / 2, (top + bot) / 2 + 3.6, n.text[0], BOX_SIZE - 1, INK, True, False,
+                                  "middle", "box"))
+                self._box(n, kind, x0, top, w, bot - top)
+            self.emit_annotation(n, x0 + w / 2, bot)
+        elif kind in ("panel", "repeat"):
+            self.emit_panel(n)
+
+    def emit_annotation(self, n: _Node, cx: float, below: float):
+        if not n.annotation:
+            return
+        y = below + SMALL + 1
+        bx, by, bw, bh = _label_box(cx, y, n.annotation, SMALL, anchor="middle")
+        self.labels.append(LabelGeom(n.annotation, "annotation", bx, by, bw, bh, self.parent))
+        self.L[4].append(Text(cx, y, n.annotation, SMALL, "#5f6b7a", False, False, "middle", "annotation"))
+
+    def emit_loop(self, n: _Node, top: float, bot: float):
+        """A scan's carry: from its state output back over (or under) the block to its state input."""
+        g = n.g
+        states = g["states"]
+        if not states:
+            return
+        ly = n.lane.y
+        above = g["loop_above"]
+        s_in = states[0] if above else states[-1]
+        s_out = s_in
+        if s_in not in n.in_ports or s_out not in n.outs:
+            return
+        yi = ly + (n.in_ports[s_in][0] if above else n.in_ports[s_in][-1])
+        yo = ly + (n.outs[s_out].ports[0] if above else n.outs[s_out].ports[-1])
+        if n.kind == "panel":
+            el, er = n.x0 + g["side"], n.x0 + n.width - g["side"]
+        else:
+            el, er = n.in_x, n.out_x
+        xr, xl = er + LOOP * 0.55, el - LOOP * 0.55
+        yl = top - LOOP if above else bot + LOOP
+        sg = -1.0 if above else 1.0
+        r = 3.0
+        cmds = (("M", n.out_x, yo), ("L", xr - r, yo), ("C", xr, yo, xr, yo, xr, yo + sg * r),
+                ("L", xr, yl - sg * r), ("C", xr, yl, xr, yl, xr - r, yl), ("L", xl + r, yl),
+                ("C", xl, yl, xl, yl, xl, yl - sg * r), ("L", xl, yi + sg * r),
+                ("C", xl, yi, xl, yi, xl + r, yi), ("L", n.in_x - 1.5, yi))
+        self.L[1].append(Path(cmds, "#6b7685", 1.2, None, "4 2.5", "loop"))
+        ax = el - 1.5
+        self.L[2].append(_poly([(ax - 5, yi - 3), (ax, yi), (ax - 5, yi + 3)], "#6b7685", None, 0.0, "loop"))
+        self.L[3].append(Circle(n.out_x + 0.01, yo, 2.4, "#6b7685", None, 1.0, "dot"))
+
+    def emit_panel(self, n: _Node):
+        g = n.g
+        ly = n.lane.y
+        top, bot = ly + g["top"], ly + g["bot"]
+        x0, w = n.x0, n.width
+        back, wires, glyphs, dots, texts = self.L
+        frame = n.frame
+        fx, fy = n.in_x, ly + g["dy"]
+        if n.kind == "repeat":
+            pw = g["pw"]
+            xl = x0 + g["side"]
+            xr = n.out_x + PANEL_PAD + pw
+            h = bot - top
+            for xa, xb in ((xl + pw, xl + 1), (xr - pw, xr - 1)):
+                glyphs.append(Path((("M", xa, top), ("C", xb, top + h * 0.3, xb, bot - h * 0.3, xa, bot)),
+                                   FILL["repeat"], 1.6, None, None, "paren"))
+            texts.append(Text(xr + 1, top + BOX_SIZE, g["title"], BOX_SIZE, INK, True, False, "start", "box"))
+            self._box(n, "repeat", x0, top, w, bot - top)
+        else:
+            px0 = x0 + g["side"]
+            pw_ = w - 2 * g["side"]
+            back.append(_rect(px0, top, pw_, bot - top, 5.0, FILL["panel"], FILL["panel_edge"], 1.0, "panel"))
+            texts.append(Text(px0 + 6, top + 11.5, g["title"], SMALL + 1, "#3d4f6e", True, False, "start", "title"))
+            bx, by, bw, bh = _label_box(px0 + 6, top + 11.5, g["title"], SMALL + 1, True)
+            self.labels.append(LabelGeom(g["title"], "title", bx, by, bw, bh, self.parent))
+            self._box(n, "panel", px0, top, pw_, bot - top)
+            if n.op == "scan":
+                self.emit_loop(n, top, bot)
+        # the body, moved into place
+        for layer, shapes in zip(self.L, frame.layers):
+            layer.extend(_shift(s, fx, fy) for s in shapes)
+        base = len(self.labels)
+        for lb in frame.labels:
+            self.labels.append(LabelGeom(lb.text, lb.kind, lb.x + fx, lb.y + fy, lb.w, lb.h, lb.parent, lb.wire,
+                                         lb.axis, lb.line_y + fy))
+        for bx in frame.boxes:
+            self.boxes.append(BoxGeom(bx.path, bx.op, bx.kind, bx.x + fx, bx.y + fy, bx.w, bx.h, bx.parent))
+        for tr in frame.tracks:
+            self.tracks.append(TrackGeom(tr.wire, tr.axis, tr.label + base if tr.label >= 0 else -1, tr.y + fy,
+                                         tr.x0 + fx, tr.x1 + fx, tr.parent))
+        g["out_labels"] = {(k, a): (lid + base, x + fx) for k, labs in enumerate(frame.out_labels)
+                           for a, (lid, x) in labs.items()}
+        self.emit_annotation(n, x0 + w / 2, bot)

@@ -1,0 +1,197 @@
+"""Backends, svg: the whole figure: title, body, legend, and the public `layout` entry point."""
+from __future__ import annotations
+
+import bisect
+
+from ...ir import Diagram, Size
+from .geometry import (
+    INK,
+    LABEL_SIZE,
+    MARGIN,
+    SMALL,
+    LabelGeom,
+    Layout,
+    Path,
+    Text,
+    TrackGeom,
+    _hline,
+    _label_box,
+    _rect,
+    axis_colors,
+    gc_paused,
+    text_width,
+)
+from .lanes import _Builder
+from .nodes import _Ctx
+
+TITLE_SIZE = 12.0
+TITLE_WIDTH = 760.0
+
+
+def _signature(d: Diagram) -> list[str]:
+    """The circuit's signature as the title, wrapped after a comma when it is long."""
+    parts = [f"{p.name}: {p.type}" for p in d.inputs]
+    pieces = [f"{d.name}("] if parts else [f"{d.name}()"]
+    for i, p in enumerate(parts):
+        pieces[-1 if i == 0 else len(pieces) - 1] += p + ("," if i < len(parts) - 1 else ")")
+        if i < len(parts) - 1:
+            pieces.append(" ")
+    pieces[-1] += f" → {d.output.type}"
+    lines = [""]
+    for piece in pieces:
+        if lines[-1].strip() and text_width(lines[-1] + piece, TITLE_SIZE, True) > TITLE_WIDTH:
+            lines.append("    " + piece.lstrip())
+        else:
+            lines[-1] += piece
+    return lines
+
+
+def _legend_axes(d: Diagram, depth: int) -> dict[str, Size]:
+    """Every axis drawn (nested bodies only where they are expanded), with its size."""
+    out: dict[str, Size] = {}
+
+    def visit(diag: Diagram, dep: int):
+        for w in diag.wires:
+            for a in w.type.axes:
+                out.setdefault(a.name, a.size)
+        for b in diag.boxes:
+            if b.body is None:
+                continue
+            if b.op == "repeat":
+                visit(b.body, dep)
+            elif dep > 0:
+                visit(b.body, dep - 1)
+    visit(d, depth)
+    return out
+
+
+def layout(diagram: Diagram, depth: int = 0, annotations: dict[str, str] | None = None,
+           axis_formulas: dict[str, str] | None = None) -> Layout:
+    """Place a diagram: boxes, wires, labels, panels, a title and a legend of axis sizes.
+
+    Args:
+        diagram: the typed diagram (``diagrammar.load(path)[name]``).
+        depth: how many levels of sub-circuit calls to expand into panels
+            (0 draws every call as a named block; `repeat` bodies are always drawn once).
+        annotations: dotted box path (as ``Diagram.walk`` names it) -> text written under the box.
+        axis_formulas: axis name -> how its size was declared (``"d // heads"``), for the legend.
+
+    Returns:
+        A Layout: shapes in paint order and an index of boxes, labels and tracks.
+
+    Example:
+        >>> import diagrammar
+        >>> d = diagrammar.parse("axis d = 4\\ncircuit F(x: [d]) -> [d]:\\n    return relu(x)\\n")["F"]
+        >>> fig = layout(d)
+        >>> [t.axis for t in fig.tracks]
+        ['d', 'd']
+    """
+    with gc_paused():
+        return _layout(diagram, depth, annotations, axis_formulas)
+
+
+def _layout(diagram, depth, annotations, axis_formulas) -> Layout:
+    ctx = _Ctx(axis_colors(diagram), dict(annotations or {}))
+    title_lines = _signature(diagram)
+    title_y = MARGIN + 12
+    top = title_y + 14 + (len(title_lines) - 1) * 16
+    body = _Builder(diagram, max(0, int(depth)), ctx, origin_y=top).run()
+    formulas = dict(axis_formulas or {})
+    shapes_title, title_labels = [], []
+    bw = 0.0
+    for i, line in enumerate(title_lines):
+        y = title_y + 16 * i
+        shapes_title.append(Text(MARGIN, y, line, TITLE_SIZE, INK, True, False, "start", "title"))
+        lx, ly_, lw, lh = _label_box(MARGIN, y, line, TITLE_SIZE, True)
+        title_labels.append(LabelGeom(line, "title", lx, ly_, lw, lh))
+        bw = max(bw, lw)
+    # legend
+    entries = []
+    for name, size in sorted(_legend_axes(diagram, depth).items()):
+        f = formulas.get(name)
+        if str(size) == name:
+            text = f"{name}: set when compiled"
+        elif f and f.replace(" ", "") != str(size).replace(" ", ""):
+            text = f"{name} = {f} = {size}" if size.is_const else f"{name} = {f}"
+        else:
+            text = f"{name} = {size}"
+        entries.append((name, text, ctx.color(name)))
+    width = max(body.width + MARGIN, bw + 2 * MARGIN, 220.0)
+    leg_shapes, leg_labels, leg_h = _legend(entries, top + body.height + 18, width)
+    height = top + body.height + 18 + leg_h + MARGIN
+    back, wires, glyphs, dots, texts = body.layers
+    shapes = back + wires + glyphs + dots + texts + shapes_title + leg_shapes
+    labels = body.labels + title_labels + leg_labels
+    boxes, tracks = body.boxes, body.tracks
+    shapes, labels, tracks = _drop_repeated_labels(shapes, labels, tracks, boxes)
+    return Layout(diagram.name, round(width, 2), round(height, 2), shapes, boxes, labels, tracks, entries)
+
+
+def _drop_repeated_labels(shapes, labels, tracks, boxes, gap: float = 72.0):
+    """Drop an axis label that repeats the one just before it on the same wire.
+
+    That happens where a wire enters a panel (the body labels its inputs) or
+    a `repeat`: the same name twice within a few characters says nothing new.
+    A label stays when any box stands between the two.
+    """
+    lines: dict[tuple, list[int]] = {}
+    for i, lb in enumerate(labels):
+        if lb.kind == "axis":
+            lines.setdefault((lb.text, round(lb.line_y, 2)), []).append(i)
+    solid = sorted((b for b in boxes if b.kind not in ("panel", "repeat")), key=lambda b: b.x)
+    xs = [b.x for b in solid]
+    drop: dict[int, int] = {}
+    for (text, y), idx in lines.items():
+        idx.sort(key=lambda i: labels[i].x)
+        for a, b in zip(idx, idx[1:]):
+            la, lb = labels[a], labels[b]
+            x0, x1 = la.x + la.w, lb.x
+            if x1 - x0 > gap or x1 < x0:
+                continue
+            hi = bisect.bisect_left(xs, x1)
+            if any(solid[j].x + solid[j].w > x0 and solid[j].y < y < solid[j].y + solid[j].h
+                   for j in range(max(0, hi - 64), hi)):
+                continue
+            drop[b] = drop.get(a, a)
+    if not drop:
+        return shapes, labels, tracks
+    gone = {(round(labels[i].x, 3), labels[i].text, round(labels[i].line_y, 3)) for i in drop}
+    keep = [i for i in range(len(labels)) if i not in drop]
+    new_index = {old: new for new, old in enumerate(keep)}
+    for old, target in drop.items():
+        new_index[old] = new_index[target]
+    out_shapes = []
+    for sh in shapes:
+        if isinstance(sh, Text) and sh.role == "axis" and \
+                (round(sh.x, 3), sh.text, round(sh.y + 3.0, 3)) in gone:
+            continue
+        out_shapes.append(sh)
+    out_tracks = [TrackGeom(t.wire, t.axis, new_index[t.label] if t.label >= 0 else -1, t.y, t.x0, t.x1, t.parent)
+                  for t in tracks]
+    return out_shapes, [labels[i] for i in keep], out_tracks
+
+
+def _legend(entries, y0: float, width: float):
+    """A box listing every axis with its size, in as many columns as fit."""
+    shapes: list = []
+    labels: list = []
+    if not entries:
+        return shapes, labels, 0.0
+    cell = max(text_width(t, LABEL_SIZE) for _, t, _ in entries) + 34.0
+    ncol = max(1, min(len(entries), int((width - 2 * MARGIN - 12) // cell)))
+    nrow = (len(entries) + ncol - 1) // ncol
+    row_h = 15.0
+    w = ncol * cell + 12
+    h = 20 + nrow * row_h + 4
+    x0 = MARGIN
+    shapes.append(_rect(x0, y0, w, h, 4.0, "#fbfbfb", "#c4cad3", 0.8, "legend"))
+    shapes.append(Text(x0 + 8, y0 + 13, "axes", SMALL + 1, "#555555", True, False, "start", "legend"))
+    for i, (name, text, color) in enumerate(entries):
+        r, c = divmod(i, ncol)
+        x = x0 + 8 + c * cell
+        y = y0 + 20 + r * row_h + 8
+        shapes.append(Path(_hline(x, x + 18, y - 3.5), color, 2.0, None, None, "legend"))
+        shapes.append(Text(x + 24, y, text, LABEL_SIZE, INK, False, False, "start", "legend"))
+        bx, by, bw, bh = _label_box(x + 24, y, text, LABEL_SIZE)
+        labels.append(LabelGeom(text, "legend", bx, by, bw, bh, "", "", name))
+    return shapes, labels, h
