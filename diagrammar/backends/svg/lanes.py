@@ -31,6 +31,8 @@ table (DejaVu Sans metrics), so layout never depends on installed fonts.
 """
 from __future__ import annotations
 
+import bisect
+
 from ...ir import Diagram
 from .geometry import (
     BINARY_TEXT,
@@ -52,12 +54,16 @@ from .geometry import (
 )
 from .glyphs import _GlyphsMixin
 from .nodes import _axes_of, _Band, _Ctx, _Lane, _Node, _Read, _Seg
+from .order import lane_ranks
 from .ports import _PortsMixin
 
 
 class _Builder(_PortsMixin, _GlyphsMixin):
     def __init__(self, diagram: Diagram, depth: int, ctx: _Ctx, prefix: str = "", nested: bool = False,
-                 in_order: list[int] | None = None, origin_y: float = 0.0):
+                 in_order: list[int] | None = None, origin_y: float = 0.0,
+                 lane_rank: dict[int, int] | None = None):
+        self.lane_rank = lane_rank  # a second sweep: every lane goes in at this rank (see order.py)
+        self._ranked: list[tuple[int, int]] = []  # (rank, lane id) of the lanes made so far, sorted
         self.origin_y = origin_y  # where the frame's top lands (the top level leaves room for a title)
         self.d = diagram
         self.depth = depth
@@ -171,6 +177,8 @@ class _Builder(_PortsMixin, _GlyphsMixin):
     def new_lane(self, parent: _Lane | None) -> _Lane:
         lane = _Lane(len(self.lanes), parent)
         self.lanes.append(lane)
+        if self.lane_rank is not None:
+            return self._insert_ranked(lane)
         if self.head is None:
             self.head = self.last = lane
             return lane
@@ -185,6 +193,23 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             p.tail = lane
             p = p.parent
             steps += 1
+        return lane
+
+    def _insert_ranked(self, lane: _Lane) -> _Lane:
+        """Link a lane in among those made so far, by its rank from order.lane_ranks."""
+        r = self.lane_rank.get(lane.id, len(self.lane_rank) + lane.id)
+        lane.key = float(r)
+        at = bisect.bisect_left(self._ranked, (r, lane.id))
+        self._ranked.insert(at, (r, lane.id))
+        before = self.lanes[self._ranked[at - 1][1]] if at > 0 else None
+        after = self.lanes[self._ranked[at + 1][1]] if at + 1 < len(self._ranked) else None
+        lane.next = after
+        if before is None:
+            self.head = lane
+        else:
+            before.next = lane
+        if after is None:
+            self.last = lane
         return lane
 
     # ------------------------------------------------ the sweep
@@ -459,6 +484,11 @@ class _Builder(_PortsMixin, _GlyphsMixin):
         self.make_nodes()
         self.columns()
         self.sweep()
+        if self.lane_rank is None:
+            ranks = lane_ranks(self)
+            if ranks is not None:  # sweep again with the lanes where they cross least
+                return _Builder(self.d, self.depth, self.ctx, self.prefix, self.nested, self.in_order,
+                                self.origin_y, lane_rank=ranks).run()
         self.place_lanes()
         self.place_columns()
         return self.emit()
