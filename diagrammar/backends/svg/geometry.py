@@ -182,6 +182,7 @@ class Layout:
     out_ports: list = field(default_factory=list)
     layers: tuple = ()
     out_labels: list = field(default_factory=list)  # per output wire: axis -> (label index, label x)
+    cuts: list = field(default_factory=list)  # x where every wire runs straight: a row may end there
 
 
 def _label_box(x: float, baseline: float, text: str, size: float, bold: bool = False, anchor: str = "start"):

@@ -65,7 +65,7 @@ class _GlyphsMixin:
                 if lid >= 0 and r.in_lane:
                     out_labels[r.index][a] = (lid, self.labels[lid].x)
         return Layout(self.d.name, self.width, self.height, [], self.boxes, self.labels, self.tracks, [],
-                      in_ports, out_ports, self.L, out_labels)
+                      in_ports, out_ports, self.L, out_labels, [self.x_lab[c] for c in range(self.ncols - 1)])
 
     def _pos_x(self, p: int, end: bool) -> float:
         c = p // 2

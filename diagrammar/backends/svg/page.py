@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import bisect
+from dataclasses import replace
 
 from ...ir import Diagram, Size
 from .geometry import (
+    BOX_SIZE,
+    FILL,
     INK,
     LABEL_SIZE,
     MARGIN,
     SMALL,
+    BoxGeom,
     LabelGeom,
     Layout,
     Path,
@@ -16,6 +20,7 @@ from .geometry import (
     TrackGeom,
     _hline,
     _label_box,
+    _poly,
     _rect,
     axis_colors,
     gc_paused,
@@ -23,6 +28,7 @@ from .geometry import (
 )
 from .lanes import _Builder
 from .nodes import _Ctx
+from .wrap import PAGE_WIDTH, shift, wrap
 
 TITLE_SIZE = 12.0
 TITLE_WIDTH = 760.0
@@ -65,16 +71,22 @@ def _legend_axes(d: Diagram, depth: int) -> dict[str, Size]:
     return out
 
 
-def layout(diagram: Diagram, depth: int = 0, annotations: dict[str, str] | None = None,
-           axis_formulas: dict[str, str] | None = None) -> Layout:
-    """Place a diagram: boxes, wires, labels, panels, a title and a legend of axis sizes.
+def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] | None = None,
+           axis_formulas: dict[str, str] | None = None, *, inline: bool = False, one_row: bool = False,
+           max_width: float = PAGE_WIDTH) -> Layout:
+    """Place a diagram: boxes, wires, labels, a title, definitions of its sub-circuits and a legend of axes.
 
     Args:
         diagram: the typed diagram (``diagrammar.load(path)[name]``).
-        depth: how many levels of sub-circuit calls to expand into panels
-            (0 draws every call as a named block; `repeat` bodies are always drawn once).
+        depth: how many levels of sub-circuit calls to show (0: every call is a named block; None: all).
+            By default each distinct sub-circuit is drawn once, below the figure, as a definition
+            ("Name = body"), the way Abbott lays out a whole model; `repeat` bodies are always drawn once.
         annotations: dotted box path (as ``Diagram.walk`` names it) -> text written under the box.
         axis_formulas: axis name -> how its size was declared (``"d // heads"``), for the legend.
+        inline: draw the shown calls expanded in place, as tinted panels, instead of as definitions.
+        one_row: never break a wide figure into rows.
+        max_width: the width (px) a figure is wrapped to; 760 keeps 10 px labels at 6 pt or more when
+            the figure is printed 6.5 inches wide.
 
     Returns:
         A Layout: shapes in paint order and an index of boxes, labels and tracks.
@@ -87,22 +99,118 @@ def layout(diagram: Diagram, depth: int = 0, annotations: dict[str, str] | None 
         ['d', 'd']
     """
     with gc_paused():
-        return _layout(diagram, depth, annotations, axis_formulas)
+        return _layout(diagram, _levels(diagram, depth), annotations, axis_formulas, inline, one_row, max_width)
 
 
-def _layout(diagram, depth, annotations, axis_formulas) -> Layout:
+def _levels(diagram: Diagram, depth: int | None) -> int:
+    if depth is not None:
+        return max(0, int(depth))
+    deepest = 0
+    stack = [(diagram, 0)]
+    seen = set()
+    while stack:
+        d, k = stack.pop()
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        deepest = max(deepest, k)
+        for b in d.boxes:
+            if b.body is not None:
+                stack.append((b.body, k if b.op == "repeat" else k + 1))
+    return deepest
+
+
+def definitions(diagram: Diagram, depth: int) -> list[tuple[str, str, Diagram]]:
+    """The distinct sub-circuits called within `depth` levels, in order of first call: (title, box path, body)."""
+    out: list[tuple[str, str, Diagram]] = []
+    seen: set = set()
+    level = [(diagram, "")]
+    for _ in range(depth):
+        nxt = []
+        for d, prefix in level:
+            for path, box in _calls(d, prefix):
+                args = ", ".join(f"{k}={v}" for k, v in box.body.axis_args)
+                title = box.attr("circuit", box.name) + (f"[{args}]" if args else "")
+                if title in seen:
+                    continue
+                seen.add(title)
+                out.append((title, path, box.body))
+                nxt.append((box.body, path + "."))
+        level = nxt
+    return out
+
+
+def _calls(d: Diagram, prefix: str):
+    for b in d.boxes:
+        if b.body is None:
+            continue
+        if b.op == "repeat":
+            yield from _calls(b.body, prefix + b.name + ".")
+        else:
+            yield prefix + b.name, b
+
+
+def _placed(fig: Layout, dx: float, dy: float) -> Layout:
+    """A body moved by (dx, dy), index included."""
+    layers = tuple([shift(s, dx, dy) for s in layer] for layer in fig.layers)
+    labels = [replace(lb, x=lb.x + dx, y=lb.y + dy, line_y=lb.line_y + dy) for lb in fig.labels]
+    boxes = [replace(b, x=b.x + dx, y=b.y + dy) for b in fig.boxes]
+    tracks = [replace(t, x0=t.x0 + dx, x1=t.x1 + dx, y=t.y + dy) for t in fig.tracks]
+    return Layout(fig.name, fig.width + dx, fig.height, [], boxes, labels, tracks, [], fig.in_ports,
+                  fig.out_ports, layers, fig.out_labels, [])
+
+
+def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, max_width: float) -> Layout:
+    fig = _Builder(diagram, depth, ctx, prefix=prefix).run()
+    return fig if one_row else wrap(fig, max_width, prefix[:-1])
+
+
+DEF_GAP = 26.0    # above a definition's heading
+DEF_HEAD = 34.0   # a definition's heading: the named block and "="
+
+
+def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
+    """A definition's heading, Abbott's way: the collapsed block (a small prism with its name), then "="."""
+    w = text_width(title, BOX_SIZE, True) + 20.0
+    h, d = 24.0, 4.0
+    x0 = MARGIN
+    shapes = [_poly([(x0, y + d), (x0 + d, y), (x0 + w, y), (x0 + w, y + h - d), (x0 + w - d, y + h),
+                     (x0 + w - d, y + d)], FILL["call_top"], INK, 1.0, "box heading"),
+              _rect(x0, y + d, w - d, h - d, 2.0, FILL["call"], INK, 1.1, "box heading"),
+              Text(x0 + (w - d) / 2, y + d + (h - d) / 2 + BOX_SIZE * 0.36, title, BOX_SIZE, INK, True, False,
+                   "middle", "title"),
+              Text(x0 + w + 10, y + h / 2 + 7, "=", 20.0, INK, False, False, "start", "title")]
+    lx, ly_, lw, lh = _label_box(x0 + (w - d) / 2, y + d + (h - d) / 2 + BOX_SIZE * 0.36, title, BOX_SIZE, True,
+                                 "middle")
+    labels = [LabelGeom(title, "title", lx, ly_, lw, lh)]
+    boxes = [BoxGeom(path, "definition", "definition", x0, y, w, h)]
+    return shapes, labels, boxes
+
+
+def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, max_width) -> Layout:
     ctx = _Ctx(axis_colors(diagram), dict(annotations or {}))
     title_lines = _signature(diagram)
     title_y = MARGIN + 12
     top = title_y + 14 + (len(title_lines) - 1) * 16
-    body = _Builder(diagram, max(0, int(depth)), ctx, origin_y=top).run()
+    main = _body(diagram, depth if inline else 0, ctx, "", one_row, max_width)
+    parts = [_placed(main, 0.0, top)]
+    heads: list[tuple[list, list, list]] = []
+    y = top + main.height
+    if not inline:
+        for title, path, body in definitions(diagram, depth):
+            y += DEF_GAP
+            heads.append(_heading(title, y, path))
+            y += DEF_HEAD
+            fig = _body(body, 0, ctx, path + ".", one_row, max_width)
+            parts.append(_placed(fig, 0.0, y))
+            y += fig.height
     formulas = dict(axis_formulas or {})
     shapes_title, title_labels = [], []
     bw = 0.0
     for i, line in enumerate(title_lines):
-        y = title_y + 16 * i
-        shapes_title.append(Text(MARGIN, y, line, TITLE_SIZE, INK, True, False, "start", "title"))
-        lx, ly_, lw, lh = _label_box(MARGIN, y, line, TITLE_SIZE, True)
+        ty = title_y + 16 * i
+        shapes_title.append(Text(MARGIN, ty, line, TITLE_SIZE, INK, True, False, "start", "title"))
+        lx, ly_, lw, lh = _label_box(MARGIN, ty, line, TITLE_SIZE, True)
         title_labels.append(LabelGeom(line, "title", lx, ly_, lw, lh))
         bw = max(bw, lw)
     # legend
@@ -116,13 +224,27 @@ def _layout(diagram, depth, annotations, axis_formulas) -> Layout:
         else:
             text = f"{name} = {size}"
         entries.append((name, text, ctx.color(name)))
-    width = max(body.width + MARGIN, bw + 2 * MARGIN, 220.0)
-    leg_shapes, leg_labels, leg_h = _legend(entries, top + body.height + 18, width)
-    height = top + body.height + 18 + leg_h + MARGIN
-    back, wires, glyphs, dots, texts = body.layers
+    right = max(max(p.width for p in parts), max((h[2][0].x + h[2][0].w + 40 for h in heads), default=0.0))
+    width = max(right + MARGIN, bw + 2 * MARGIN, 220.0)
+    leg_shapes, leg_labels, leg_h = _legend(entries, y + 18, width)
+    height = y + 18 + leg_h + MARGIN
+    layers: tuple = ([], [], [], [], [])
+    labels, boxes, tracks = [], [], []
+    for p in parts:
+        base = len(labels)
+        for li, layer in enumerate(p.layers):
+            layers[li].extend(layer)
+        labels.extend(p.labels)
+        boxes.extend(p.boxes)
+        tracks.extend(replace(t, label=t.label + base) if t.label >= 0 else t for t in p.tracks)
+    for hs, hl, hb in heads:
+        layers[2].extend(s for s in hs if not isinstance(s, Text))
+        layers[4].extend(s for s in hs if isinstance(s, Text))
+        labels.extend(hl)
+        boxes.extend(hb)
+    back, wires, glyphs, dots, texts = layers
     shapes = back + wires + glyphs + dots + texts + shapes_title + leg_shapes
-    labels = body.labels + title_labels + leg_labels
-    boxes, tracks = body.boxes, body.tracks
+    labels = labels + title_labels + leg_labels
     shapes, labels, tracks = _drop_repeated_labels(shapes, labels, tracks, boxes)
     return Layout(diagram.name, round(width, 2), round(height, 2), shapes, boxes, labels, tracks, entries)
 
