@@ -185,6 +185,7 @@ class _Builder:
         self.captures: list[tuple[str, Any, Any]] = []  # (name, outer value, inner value)
         self.counter = 0
         self.next_suffix: dict[tuple[str, str], int] = {}
+        self.aliases: dict[str, str] = {}  # wire -> the name an unpacking gave it (`h, c = state`)
 
     def new_wire(self, ttype: TensorType) -> str:
         self.counter += 1
@@ -255,7 +256,8 @@ class _Builder:
         for b in boxes:
             order.extend(b.outputs)
         wires = tuple(self.wires[n] for n in dict.fromkeys(order))
-        return Diagram(self.name, tuple(axis_args), inputs, output, wires, boxes, span)
+        aliases = tuple(sorted((w, n) for w, n in self.aliases.items() if w in self.wires and w != n))
+        return Diagram(self.name, tuple(axis_args), inputs, output, wires, boxes, span, aliases)
 
 
 def _map_value(v, fn):
@@ -881,6 +883,12 @@ class _CircuitChecker:
         self.finish_statement(names, items)
         for n, v in zip(names, items):
             self.b.values[n] = v
+        if len(names) > 1:  # an unpacking names parts of a value made elsewhere (an input, a call's result)
+            for n, v in zip(names, items):
+                flat = _flat(v)
+                for i, x in enumerate(flat):
+                    if isinstance(x, T) and x.wire not in self.b.aliases and not x.wire.startswith("%"):
+                        self.b.aliases[x.wire] = n if len(flat) == 1 else f"{n}.{i}"
 
     def finish_statement(self, targets: list[str], items: list):
         """Names this statement's boxes and wires after its targets (see docs/language.md)."""

@@ -355,6 +355,9 @@ class Diagram:
     wires: tuple[Wire, ...]
     boxes: tuple[Box, ...]
     span: Span | None = field(default=None, compare=False)
+    # wire -> the name an unpacking in the source gave it (`lstm, value = state` names state.1 `value`);
+    # figures label ports and stored wires with these names
+    aliases: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     # -- lookups
     def wire(self, name: str) -> Wire:

@@ -100,8 +100,8 @@ class _GlyphsMixin:
             pieces = []
             label_x = None
             if s.start == "input":
-                x_h0 = self.x_right[0]
-                label_x = self.x_post[0] + 3
+                x_h0 = self.x_right[s.col]
+                label_x = self.x_post[s.col] + 3
             elif s.start == "node":
                 n = b.producer
                 spec = n.outs[b.out_index]
@@ -153,7 +153,7 @@ class _GlyphsMixin:
                 branch[xb] = branch.get(xb, 0) + 1
             ended = not s.reads and not successors
             if ended:
-                c = b.producer.col if s.start == "node" else 0
+                c = b.producer.col if s.start == "node" else s.col
                 x_h1 = max(x_h0 + 8.0, self.x_lab[c] - 2.0 if c < self.ncols - 1 else x_h0 + 8.0)
             if x_h1 > x_h0 + 0.01:
                 pieces.insert(0, _hline(x_h0, x_h1, y))
@@ -202,10 +202,11 @@ class _GlyphsMixin:
                     b = self.bands[w]
                     s = b.segs[0]
                     y = s.lane.y + s.offs[0] + 3.5
-                    x = self.x_right[0] - 5
-                    bx, by, bw, bh = _label_box(x, y, w, LABEL_SIZE, anchor="end")
-                    self.labels.append(LabelGeom(w, "port", bx, by, bw, bh, self.parent))
-                    self.L[4].append(Text(x, y, w, LABEL_SIZE, "#444444", False, False, "end", "port"))
+                    x = self.x_right[s.col] - 5
+                    name = self.port_name(w)
+                    bx, by, bw, bh = _label_box(x, y, name, LABEL_SIZE, anchor="end")
+                    self.labels.append(LabelGeom(name, "port", bx, by, bw, bh, self.parent, self.prefix + w))
+                    self.L[4].append(Text(x, y, name, LABEL_SIZE, "#444444", False, False, "end", "port"))
             return
         if n.kind == "out":
             return

@@ -46,6 +46,7 @@ from .geometry import (
     MIN_LABEL_GAP,
     PITCH,
     RELABEL_COLUMNS,
+    STACK,
     TOP_PAD,
     Layout,
     _bend_width,
@@ -53,7 +54,7 @@ from .geometry import (
     text_width,
 )
 from .glyphs import _GlyphsMixin
-from .nodes import _axes_of, _Band, _Ctx, _Lane, _Node, _Read, _Seg
+from .nodes import _axes_of, _Band, _Ctx, _Lane, _Node, _Out, _Read, _Seg
 from .order import lane_ranks
 from .ports import _PortsMixin
 
@@ -73,6 +74,7 @@ class _Builder(_PortsMixin, _GlyphsMixin):
         n_in = sum(len(p.wires) for p in diagram.inputs)
         self.in_order = in_order if in_order is not None else list(range(n_in))
         self.types = {w.name: w.type for w in diagram.wires}
+        self.aliases = dict(diagram.aliases)
         self.nodes: list[_Node] = []
         self.bands: dict[str, _Band] = {}
         self.lanes: list[_Lane] = []
@@ -244,9 +246,20 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             lane = self.new_lane(None)  # siblings in input order: a child of one goes right under it
             axes = _axes_of(self.types[w])
             b = self._new_band(w, n, k, axes)
-            seg = _Seg(b, lane, [i * PITCH for i in range(len(axes))], 0, "input", 0)
+            c0 = 0 if self.nested else self._entry_col(w)
+            seg = _Seg(b, lane, [i * PITCH for i in range(len(axes))], 2 * c0, "input", c0)
             b.segs.append(seg)
         n.lane = self.lanes[0] if self.lanes else None
+
+    def port_name(self, wire: str) -> str:
+        """An input's name in the figure: what the program unpacked it as (`value`, not `state.1`)."""
+        return self.aliases.get(wire, wire)
+
+    def _entry_col(self, wire: str) -> int:
+        """The column an input enters in: just before its first use, so that it does not run (and get
+        crossed) all the way from the left edge. A body drawn in a panel takes its inputs at the edge."""
+        first = min((c for c, _, _ in self.cons.get(wire, ())), default=1)
+        return max(0, first - 1)
 
     def place_outputs(self, n: _Node):
         c = n.col
@@ -318,6 +331,8 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             seg.p1 = max(seg.p1, 2 * c - 1)
         lane.reach(2 * c, n.top, n.bottom)
         # outputs
+        if self.lane_rank is not None and n.kind != "panel" and len(n.out_order) > 2:
+            self._order_extra_outputs(n)
         prev_lane = lane
         main_seg = reads[main][2] if main is not None else None
         for rank, k in enumerate(n.out_order):
@@ -348,6 +363,24 @@ class _Builder(_PortsMixin, _GlyphsMixin):
                             seg.labelled[t] = False
                             seg.inherit[t] = (main_seg, j)
                             seg.label_col[t] = main_seg.label_col[j]
+
+    def _order_extra_outputs(self, n: _Node):
+        """Stack a block's second and later output ports in the order their lanes will have.
+
+        Those lanes are made next, one per output in `out_order`; their ranks (order.py) say
+        where they go, so the ports are restacked to match and the wires leave without crossing.
+        """
+        extra = n.out_order[1:]
+        first_id = len(self.lanes)
+        rank_of = {k: self.lane_rank.get(first_id + i, 1 << 30) for i, k in enumerate(extra)}
+        wanted = sorted(extra, key=lambda k: (rank_of[k], k))
+        if wanted == extra:
+            return
+        base = min(n.outs[k].ports[0] for k in extra)
+        for k in wanted:
+            ports = [base + j * PITCH for j in range(len(n.outs[k].ports))]
+            n.outs[k] = _Out(n.outs[k].axes, ports, n.outs[k].band, n.outs[k].passing)
+            base = ports[-1] + STACK
 
     # ------------------------------------------------ ports, per kind of node
     # ------------------------------------------------ vertical placement
@@ -409,8 +442,10 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             if n.kind not in ("in", "out"):
                 colw[n.col] = max(colw[n.col], n.span)
         if not self.nested:
-            names = [text_width(w, LABEL_SIZE) for w in self.in_node.outputs]
-            colw[0] = max(colw[0], max(names, default=0.0) + 8.0)
+            for w in self.in_node.outputs:  # the input's name, in the column it enters in
+                b = self.bands.get(w)
+                c = b.segs[0].col if b is not None else 0
+                colw[c] = max(colw[c], text_width(self.port_name(w), LABEL_SIZE) + 8.0)
             colw[-1] = max(colw[-1], 6.0)
         post = [0.0] * nc
         pre = [0.0] * nc
@@ -439,7 +474,7 @@ class _Builder(_PortsMixin, _GlyphsMixin):
                 if s.start == "branch":
                     colw[s.col] = max(colw[s.col], wmax + 4.0)
                 else:
-                    c = b.producer.col if s.start == "node" else 0
+                    c = b.producer.col if s.start == "node" else s.col
                     lab[c] = max(lab[c], wmax)
         x = 0.0 if self.nested else MARGIN
         self.x_left, self.x_right, self.x_post, self.x_lab = [0.0] * nc, [0.0] * nc, [0.0] * nc, [0.0] * nc

@@ -162,7 +162,7 @@ def _placed(fig: Layout, dx: float, dy: float) -> Layout:
 
 def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, max_width: float) -> Layout:
     fig = _Builder(diagram, depth, ctx, prefix=prefix).run()
-    return fig if one_row else wrap(fig, max_width, prefix[:-1])
+    return fig if one_row else wrap(fig, max_width, prefix[:-1], dict(diagram.aliases))
 
 
 DEF_GAP = 26.0    # above a definition's heading

@@ -115,7 +115,7 @@ class _PortsMixin:
         if kind == "scan":
             states, xs, consts = self._scan_orders(n)
             main_is_state = n.prim in states
-            n.sec_order = [i for i in xs + consts + states if i != n.prim]
+            n.sec_order = self._by_height(n, reads)  # a block's ports are free: in the order its wires come
             if not main_is_state:
                 n.out_order = [len(states)] + states if len(n.outputs) > len(states) else states
             n.g["loop_above"] = main_is_state
@@ -443,7 +443,7 @@ class _PortsMixin:
         is_repeat = box.op == "repeat"
         if is_scan:
             states, xs, consts = self._scan_orders(n)
-            n.sec_order = [i for i in xs + consts + states if i != n.prim]
+            n.sec_order = self._by_height(n, reads)  # a block's ports are free: in the order its wires come
             n.g["states"] = states
         else:
             n.sec_order = self._by_height(n, reads)

@@ -98,11 +98,12 @@ class _Zones:
     """What each cut asks of the rows beside it: room for loads on the left of the next row, for the
     arrowheads and stored names on the right of this one."""
 
-    def __init__(self, body: Layout, parent: str = ""):
+    def __init__(self, body: Layout, parent: str = "", aliases: dict[str, str] | None = None):
         self.tracks = [t for t in body.tracks if t.parent == parent and t.x1 - t.x0 > 1e-6]
         self.cache: dict[float, tuple[float, float, float]] = {}
         self.prefix = parent + "." if parent else ""
         self.names: dict[str, str] = {}
+        self.aliases = aliases or {}
 
     def name(self, wire: str) -> str:
         """What a stored wire is called: its name in the program, or a letter for a wire the program
@@ -110,6 +111,7 @@ class _Zones:
         v = self.names.get(wire)
         if v is None:
             local = wire[len(self.prefix):] if wire.startswith(self.prefix) else wire
+            local = self.aliases.get(local, local)
             if _PLAIN.fullmatch(local):
                 v = local
             else:
@@ -119,7 +121,7 @@ class _Zones:
         return v
 
     def crossing(self, x: float) -> list:
-        return [t for t in self.tracks if t.x0 < x - 0.5 and t.x1 > x + 0.5]
+        return [t for t in self.tracks if t.x0 < x - 0.5 and t.x1 > x - 0.5]  # ending at x: goes on bent
 
     def _get(self, x: float) -> tuple[float, float, float]:
         v = self.cache.get(x)
@@ -178,13 +180,14 @@ def choose_rows(body: Layout, max_width: float, zones: _Zones | None = None) -> 
 # ---------------------------------------------------------------- the wrap
 
 
-def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "") -> Layout:
+def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
+         aliases: dict[str, str] | None = None) -> Layout:
     """The body broken into rows no wider than max_width (px), stacked top to bottom.
 
     The body is a Layout from the lane sweep (x from 0, y from 0) whose own tracks have
     `parent` as their parent. A body that fits, or has nowhere to cut, comes back unchanged.
     """
-    zones = _Zones(body, parent)
+    zones = _Zones(body, parent, aliases)
     ranges = choose_rows(body, max_width, zones)
     if len(ranges) == 1:
         return compacted(body)
@@ -221,7 +224,7 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "") -> Layou
     for t in zones.tracks:
         key = (t.wire, round(t.x0, 1))
         top_of[key] = min(top_of.get(key, t.y), t.y)
-        k0, k1 = row_of(t.x0 + 1e-3), row_of(t.x1 - 1e-3)
+        k0, k1 = row_of(t.x0 + 1e-3), row_of(t.x1 + 1e-3)  # a run that ends on a cut bends in the next row
         if k0 != k1:
             runs[(round(t.y, 2), round(t.x0, 2))] = (t, k0, k1, [active(t, k) for k in range(k0, k1 + 1)])
 
@@ -235,23 +238,25 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "") -> Layou
             per_row: dict[int, list] = {}
             for sub in subpaths(s.cmds):
                 st = _straight(sub)
-                if st is None or row_of(st[0] + 1e-3) == row_of(st[1] - 1e-3):
+                run = runs.get((round(st[2], 2), round(st[0], 2))) if st is not None and s.role == "wire" else None
+                if run is not None:
+                    x0, x1, y = st
+                    t, k0, k1, act = run
+                    for k in range(k0, k1 + 1):
+                        if not act[k - k0]:
+                            continue  # a long skip: stored before this row, loaded after it
+                        a = max(x0, rows[k].s) if k == k0 else zones.wire_start(rows[k].s)
+                        b = min(x1, rows[k].e) if k == k1 else rows[k].e + STORE_RUN - ARROW / 2
+                        if b > a + 1e-6:
+                            per_row.setdefault(k, []).extend((("M", a, y), ("L", b, y)))
+                elif st is not None and row_of(st[0] + 1e-3) != row_of(st[1] - 1e-3):
+                    x0, x1, y = st  # a separator or the like: cut where the rows end
+                    for k in range(row_of(x0 + 1e-3), row_of(x1 - 1e-3) + 1):
+                        per_row.setdefault(k, []).extend((("M", max(x0, rows[k].s), y),
+                                                          ("L", min(x1, rows[k].e), y)))
+                else:
                     x0, _, x1, _ = bbox(replace(s, cmds=sub))
                     per_row.setdefault(row_of((x0 + x1) / 2), []).extend(sub)
-                    continue
-                x0, x1, y = st
-                run = runs.get((round(y, 2), round(x0, 2))) if s.role == "wire" else None
-                k0, k1 = row_of(x0 + 1e-3), row_of(x1 - 1e-3)
-                for k in range(k0, k1 + 1):
-                    if run is not None and not run[3][k - run[1]]:
-                        continue  # a long skip: stored before this row, loaded after it
-                    a, b = max(x0, rows[k].s), min(x1, rows[k].e)
-                    if run is not None:
-                        if k < k1:
-                            b = rows[k].e + STORE_RUN - ARROW / 2
-                        if k > k0:
-                            a = zones.wire_start(rows[k].s)
-                    per_row.setdefault(k, []).extend((("M", a, y), ("L", b, y)))
             for k, cmds in sorted(per_row.items()):
                 rows[k].shapes[li].append(replace(s, cmds=tuple(cmds)))
     for b in body.boxes:
