@@ -33,6 +33,7 @@ class _GlyphsMixin:
         back, wires, glyphs, dots, texts = [], [], [], [], []
         self.L = (back, wires, glyphs, dots, texts)
         self.boxes: list[BoxGeom] = []
+        self._branch_shift: dict[int, float] = {}  # a copied segment -> how far along its parent's run it leaves
         self.labels: list[LabelGeom] = []
         self.tracks: list[TrackGeom] = []
         self.parent = self.prefix[:-1] if self.prefix else ""
@@ -93,6 +94,7 @@ class _GlyphsMixin:
         wires, dots = self.L[1], self.L[3]
         ly = s.lane.y
         wpath = self.prefix + b.wire
+        shift = self._fan_shifts(s, successors)
         for t, a in enumerate(b.axes):
             y = ly + s.offs[t]
             color = self.ctx.color(a)
@@ -117,7 +119,7 @@ class _GlyphsMixin:
                         s.inherit[t] = ("label", reuse[0])
                 if abs(py - y) > 0.01:
                     pieces.append(_hline(xs, self.x_right[c], py))
-                    pieces.append(_bend(self.x_right[c], py, self.x_post[c], y))
+                    pieces.append(_fan_bend(self.x_right[c], py, self.x_post[c], y, spec.ports, s.offs, t))
                     x_h0 = self.x_post[c]
                 else:
                     x_h0 = xs
@@ -126,7 +128,8 @@ class _GlyphsMixin:
                 p = s.prev
                 c = s.col
                 py = p.lane.y + p.offs[t]
-                pieces.append(_bend(self.x_lab[c - 1], py, self.x_left[c], y))
+                pieces.append(_fan_bend(self.x_lab[c - 1] + self._branch_shift.get(id(s), 0.0), py, self.x_left[c], y,
+                                        p.offs, s.offs, t))
                 x_h0 = self.x_left[c]
                 label_x = self.x_left[c] + 3
             x_h1 = x_h0
@@ -142,13 +145,14 @@ class _GlyphsMixin:
                     x_h1 = max(x_h1, xe)
                     branch[xb] = branch.get(xb, 0)
                 else:
-                    pieces.append(_bend(xb, y, self.x_left[c], ry))
+                    xb += shift.get(id(r), 0.0)
+                    pieces.append(_fan_bend(xb, y, self.x_left[c], ry, s.offs, r.ports, t))
                     if xe > self.x_left[c] + 0.01:
                         pieces.append(_hline(self.x_left[c], xe, ry))
                     x_h1 = max(x_h1, xb)
                     branch[xb] = branch.get(xb, 0) + 1
             for nxt in successors:
-                xb = self.x_lab[nxt.col - 1]
+                xb = self.x_lab[nxt.col - 1] + shift.get(id(nxt), 0.0)
                 x_h1 = max(x_h1, xb)
                 branch[xb] = branch.get(xb, 0) + 1
             ended = not s.reads and not successors
@@ -178,6 +182,36 @@ class _GlyphsMixin:
                     lid = j if src == "label" else src.label_ids[j]
             s.label_ids[t] = lid
             self.tracks.append(TrackGeom(wpath, a, lid, y, x_h0, x_h1, self.parent))
+
+    def _fan_shifts(self, s: _Seg, successors: list[_Seg]) -> dict[int, float]:
+        """Where along the run each of several bends leaving one point starts (id -> dx).
+
+        Bends that leave a run at one point and part ways all cross a wire just beside it
+        at one place (three or more wires in one spot). They leave one after another
+        instead, each at its own copy dot, the one going farthest first so that they
+        do not cross each other.
+        """
+        y0 = s.lane.y + s.offs[0]
+        leaves: dict[float, list[tuple[int, float, float]]] = {}
+        for r in s.reads:
+            dy = r.lane.y + r.ports[0] - y0
+            if not (r.in_lane and abs(dy) < 0.01):
+                leaves.setdefault(self.x_lab[r.col - 1], []).append((id(r), dy, self.x_left[r.col]))
+        for nxt in successors:
+            dy = nxt.lane.y + nxt.offs[0] - y0
+            leaves.setdefault(self.x_lab[nxt.col - 1], []).append((id(nxt), dy, self.x_left[nxt.col]))
+        out: dict[int, float] = {}
+        for xb, items in leaves.items():
+            if len(items) < 2:
+                continue
+            for side in ([it for it in items if it[1] > 0], [it for it in items if it[1] < 0]):
+                side.sort(key=lambda it: -abs(it[1]))
+                for i, (key, _dy, x_end) in enumerate(side):
+                    out[key] = min(i * FAN_STEP, 0.4 * (x_end - xb))
+        for nxt in successors:
+            if id(nxt) in out:
+                self._branch_shift[id(nxt)] = out[id(nxt)]
+        return out
 
     def _box(self, n: _Node, kind: str, x: float, y: float, w: float, h: float):
         self.boxes.append(BoxGeom(n.path, n.op, kind, x, y, w, h, self.parent))
@@ -431,3 +465,24 @@ class _GlyphsMixin:
         g["out_labels"] = {(k, a): (lid + base, x + fx) for k, labs in enumerate(frame.out_labels)
                            for a, (lid, x) in labs.items()}
         self.emit_annotation(n, x0 + w / 2, bot)
+
+
+FAN_STEP = 14.0  # between the starts of bends that leave one run at one place
+
+
+def _fan_bend(x0: float, y0: float, x1: float, y1: float, src, dst, t: int) -> tuple:
+    """Track t of a bundle bending from offsets `src` to `dst`.
+
+    When the bend reorders the bundle, equal S-curves would all cross at one point (three
+    wires reversed meet in the middle): each track then turns at its own place, so the
+    crossings come apart. A bundle that keeps its order bends as one.
+    """
+    n = len(src)
+    order_src = sorted(range(n), key=lambda i: (src[i], i))
+    order_dst = sorted(range(n), key=lambda i: (dst[i], i))
+    if n < 3 or order_src == order_dst:
+        return _bend(x0, y0, x1, y1)
+    rank = order_src.index(t)
+    f = 0.5 + (rank - (n - 1) / 2) * min(0.14, 0.5 / (n - 1))
+    xm = x0 + (x1 - x0) * f
+    return (("M", x0, y0), ("C", xm, y0, xm, y1, x1, y1))
