@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import diagrammar
 from diagrammar.backends.svg import axis_formulas, render_png, render_svg
 from diagrammar.backends.svg.layout import Circle, Path as PathShape, Text, layout, text_width
+from diagrammar.backends.svg.page import definitions
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 ZOO = sorted(Path("circuits").glob("*.circuit"))
@@ -113,12 +114,16 @@ def _pairs_overlapping(items):
 CONTAINERS = ("panel", "repeat")
 
 
-def check_layout(diagram, depth: int):
-    fig = layout(diagram, depth=depth)
+def check_layout(diagram, depth: int, inline: bool = False):
+    fig = layout(diagram, depth=depth, inline=inline)
     # every wire of the IR is drawn, each axis as a track that carries its label
     drawn: dict[tuple[str, str], list] = {}
     for t in fig.tracks:
         drawn.setdefault((t.wire, t.axis), []).append(t)
+    # what is drawn: inline, the bodies of calls down to `depth`; else each distinct sub-circuit once
+    levels = [(diagram, "", depth if inline else 0)]
+    if not inline:
+        levels += [(body, path + ".", 0) for _, path, body in definitions(diagram, depth)]
 
     def visit(d, prefix: str, dep: int):
         consts = {b.outputs[0] for b in d.boxes if b.op == "const"}
@@ -142,7 +147,8 @@ def check_layout(diagram, depth: int):
             elif dep > 0:
                 visit(b.body, prefix + b.name + ".", dep - 1)
 
-    visit(diagram, "", depth)
+    for d, prefix, dep in levels:
+        visit(d, prefix, dep)
     # every box drawn once, nested ones exactly when expanded
     paths = [b.path for b in fig.boxes]
     assert len(paths) == len(set(paths))
@@ -156,7 +162,8 @@ def check_layout(diagram, depth: int):
             if b.body is not None and (b.op == "repeat" or dep > 0):
                 expected(b.body, prefix + b.name + ".", dep if b.op == "repeat" else dep - 1)
 
-    expected(diagram, "", depth)
+    for d, prefix, dep in levels:
+        expected(d, prefix, dep)
     assert want <= set(paths) | {p for p in want if p.rsplit(".", 1)[-1] in
                                  {b.name for b in diagram.boxes if b.op == "const"}}
     # boxes do not overlap their siblings, and nested boxes sit inside their panel
@@ -168,7 +175,7 @@ def check_layout(diagram, depth: int):
         assert not bad, f"boxes overlap: {bad[:2]}"
     panels = {b.path: b for b in fig.boxes if b.kind in CONTAINERS}
     for b in fig.boxes:
-        if b.parent:
+        if b.parent in panels:
             p = panels[b.parent]
             assert p.x <= b.x + 0.01 and b.x + b.w <= p.x + p.w + 0.01, (b, p)
             assert p.y <= b.y + 0.01 and b.y + b.h <= p.y + p.h + 0.01, (b, p)
@@ -195,16 +202,35 @@ def test_zoo_layout_properties(stem, name, diagram, depth):
     check_layout(diagram, depth)
 
 
+@pytest.mark.parametrize("stem,name,diagram", ZOO_DIAGRAMS, ids=[f"{s}.{n}" for s, n, _ in ZOO_DIAGRAMS])
+def test_zoo_layout_properties_inline(stem, name, diagram):
+    check_layout(diagram, 1, inline=True)
+
+
 def test_depth_expands_nested_boxes():
     d = _program("transformer")["Decoder"]
-    flat = {b.path for b in layout(d, depth=0).boxes}
-    one = {b.path for b in layout(d, depth=1).boxes}
-    two = {b.path for b in layout(d, depth=2).boxes}
+    flat = {b.path for b in layout(d, depth=0, inline=True).boxes}
+    one = {b.path for b in layout(d, depth=1, inline=True).boxes}
+    two = {b.path for b in layout(d, depth=2, inline=True).boxes}
     assert "repeat.x" in flat and not any(p.startswith("repeat.x.") for p in flat)
     attn = "repeat.x.causal_self_attention"
     assert attn in one and not any(p.startswith(attn + ".") for p in one)
     assert attn + ".q" in two
-    assert {b.kind for b in layout(d, depth=1).boxes if b.path == "repeat.x"} == {"panel"}
+    assert {b.kind for b in layout(d, depth=1, inline=True).boxes if b.path == "repeat.x"} == {"panel"}
+
+
+def test_depth_draws_each_sub_circuit_once_as_a_definition():
+    """By default a call's body is drawn once, below the figure, after a heading "Name =" (Abbott's U-Net)."""
+    d = _program("transformer")["Decoder"]
+    one = layout(d, depth=1)
+    heads = [b.path for b in one.boxes if b.kind == "definition"]
+    assert heads == ["=Block"]
+    block = [b for b in one.boxes if b.parent == "repeat.x"]  # the body, drawn with the first call's path
+    assert block and all(b.kind != "panel" for b in one.boxes)
+    everything = layout(d, depth=None)
+    names = [b.path for b in everything.boxes if b.kind == "definition"]
+    assert names == ["=Block", "=CausalSelfAttention", "=FeedForward"]
+    assert len(names) == len(set(names))  # drawn once, however often it is called
 
 
 def test_boxes_cover_only_consumed_wires():

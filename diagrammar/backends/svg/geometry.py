@@ -10,10 +10,10 @@ from ...ir import Diagram, const_label
 
 # ---------------------------------------------------------------- dimensions (px)
 
-PITCH = 16.0        # between parallel wires of one bundle
-TOP_PAD = 16.0      # room above a bundle's first wire: its labels and marks
-BOT_PAD = 6.0
-LANE_GAP = 8.0      # between the reaches of two lanes (a dashed line runs here)
+PITCH = 14.0        # between parallel wires of one bundle
+TOP_PAD = 13.0      # room above a bundle's first wire: its labels and marks
+BOT_PAD = 4.0
+LANE_GAP = 5.0      # between the reaches of two lanes (a dashed line runs here)
 STACK = BOT_PAD + LANE_GAP + TOP_PAD   # first wire of a bundle stacked under another's last
 BOX_PAD = 7.5       # a box reaches this far beyond the wires it covers
 CLEAR = 7.0         # least distance from a passing wire to a box it runs past

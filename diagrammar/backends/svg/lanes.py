@@ -62,7 +62,8 @@ from .ports import _PortsMixin
 class _Builder(_PortsMixin, _GlyphsMixin):
     def __init__(self, diagram: Diagram, depth: int, ctx: _Ctx, prefix: str = "", nested: bool = False,
                  in_order: list[int] | None = None, origin_y: float = 0.0,
-                 lane_rank: dict[int, int] | None = None):
+                 lane_rank: dict[int, int] | None = None, row_breaks: frozenset = frozenset()):
+        self.row_breaks = row_breaks  # columns after which the figure wraps to a new row (wrap.py)
         self.lane_rank = lane_rank  # a second sweep: every lane goes in at this rank (see order.py)
         self._ranked: list[tuple[int, int]] = []  # (rank, lane id) of the lanes made so far, sorted
         self.origin_y = origin_y  # where the frame's top lands (the top level leaves room for a title)
@@ -359,7 +360,8 @@ class _Builder(_PortsMixin, _GlyphsMixin):
                         straight = (main_seg is not None and abs(spec.ports[t] - offs[t]) < 0.01 and
                                     abs(main_seg.offs[j] - offs[t]) < 0.01 and
                                     abs(n.in_ports[n.prim][j] - offs[t]) < 0.01)
-                        if straight and c - main_seg.label_col[j] < RELABEL_COLUMNS:
+                        if straight and c - main_seg.label_col[j] < RELABEL_COLUMNS and \
+                                not any(main_seg.label_col[j] <= k < c for k in self.row_breaks):
                             seg.labelled[t] = False
                             seg.inherit[t] = (main_seg, j)
                             seg.label_col[t] = main_seg.label_col[j]
@@ -523,7 +525,7 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             ranks = lane_ranks(self)
             if ranks is not None:  # sweep again with the lanes where they cross least
                 return _Builder(self.d, self.depth, self.ctx, self.prefix, self.nested, self.in_order,
-                                self.origin_y, lane_rank=ranks).run()
+                                self.origin_y, lane_rank=ranks, row_breaks=self.row_breaks).run()
         self.place_lanes()
         self.place_columns()
         return self.emit()

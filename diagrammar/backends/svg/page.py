@@ -28,7 +28,7 @@ from .geometry import (
 )
 from .lanes import _Builder
 from .nodes import _Ctx
-from .wrap import PAGE_WIDTH, shift, wrap
+from .wrap import PAGE_WIDTH, bbox, row_breaks, shift, wrap
 
 TITLE_SIZE = 12.0
 TITLE_WIDTH = 760.0
@@ -151,7 +151,12 @@ def _calls(d: Diagram, prefix: str):
 
 
 def _placed(fig: Layout, dx: float, dy: float) -> Layout:
-    """A body moved by (dx, dy), index included."""
+    """A body moved by (dx, dy), index included; its topmost shape lands at dy and `height` is what it spans."""
+    ys = [v for layer in fig.layers for s in layer for v in bbox(s)[1::2]]
+    ys += [v for lb in fig.labels for v in (lb.y, lb.y + lb.h)]
+    if ys:
+        dy -= min(ys)
+        fig = replace(fig, height=max(ys) - min(ys))
     layers = tuple([shift(s, dx, dy) for s in layer] for layer in fig.layers)
     labels = [replace(lb, x=lb.x + dx, y=lb.y + dy, line_y=lb.line_y + dy) for lb in fig.labels]
     boxes = [replace(b, x=b.x + dx, y=b.y + dy) for b in fig.boxes]
@@ -161,8 +166,16 @@ def _placed(fig: Layout, dx: float, dy: float) -> Layout:
 
 
 def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, max_width: float) -> Layout:
+    """One level of a diagram, wrapped into rows; laid out again when a row break falls where a
+    wire's label would otherwise stay behind in the row before (every row labels its wires)."""
     fig = _Builder(diagram, depth, ctx, prefix=prefix).run()
-    return fig if one_row else wrap(fig, max_width, prefix[:-1], dict(diagram.aliases))
+    if one_row:
+        return fig
+    aliases = dict(diagram.aliases)
+    breaks = row_breaks(fig, max_width, prefix[:-1], aliases)
+    if breaks:
+        fig = _Builder(diagram, depth, ctx, prefix=prefix, row_breaks=breaks).run()
+    return wrap(fig, max_width, prefix[:-1], aliases, breaks)
 
 
 DEF_GAP = 26.0    # above a definition's heading
@@ -178,13 +191,52 @@ def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
                      (x0 + w - d, y + d)], FILL["call_top"], INK, 1.0, "box heading"),
               _rect(x0, y + d, w - d, h - d, 2.0, FILL["call"], INK, 1.1, "box heading"),
               Text(x0 + (w - d) / 2, y + d + (h - d) / 2 + BOX_SIZE * 0.36, title, BOX_SIZE, INK, True, False,
-                   "middle", "title"),
+                   "middle", "box"),
               Text(x0 + w + 10, y + h / 2 + 7, "=", 20.0, INK, False, False, "start", "title")]
-    lx, ly_, lw, lh = _label_box(x0 + (w - d) / 2, y + d + (h - d) / 2 + BOX_SIZE * 0.36, title, BOX_SIZE, True,
-                                 "middle")
-    labels = [LabelGeom(title, "title", lx, ly_, lw, lh)]
-    boxes = [BoxGeom(path, "definition", "definition", x0, y, w, h)]
+    labels: list = []  # the name is written in the block, as in a collapsed call
+    boxes = [BoxGeom("=" + title, "definition", "definition", x0, y, w, h)]
     return shapes, labels, boxes
+
+
+def _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads) -> float:
+    """Definitions below the figure, side by side while they fit the page's width (shelf packing).
+
+    Returns the y below the last shelf; appends the placed bodies to `parts` and headings to `heads`.
+    """
+    items = []
+    for title, path, body in definitions(diagram, depth):
+        fig = _body(body, 0, ctx, path + ".", one_row, max_width)
+        head_w = text_width(title, BOX_SIZE, True) + 20.0 + MARGIN + 40.0
+        items.append((title, path, fig, max(fig.width, head_w)))
+    shelf: list = []
+    x = 0.0
+
+    def flush(y: float) -> float:
+        if not shelf:
+            return y
+        y += DEF_GAP
+        tallest = 0.0
+        for dx, (title, path, fig, _w) in shelf:
+            shapes, labels, boxes = _heading(title, y, path)
+            heads.append(([shift(sh, dx, 0.0) for sh in shapes],
+                          [replace(lb, x=lb.x + dx) for lb in labels],
+                          [replace(b, x=b.x + dx) for b in boxes]))
+            parts.append(_placed(fig, dx, y + DEF_HEAD))
+            tallest = max(tallest, fig.height)
+        shelf.clear()
+        return y + DEF_HEAD + tallest
+
+    for item in items:
+        w = item[3]
+        if shelf and x + w > max_width - MARGIN:
+            y = flush(y)
+            x = 0.0
+        shelf.append((x, item))
+        x += w + DEF_SIDE_GAP
+    return flush(y)
+
+
+DEF_SIDE_GAP = 18.0  # between two definitions side by side
 
 
 def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, max_width) -> Layout:
@@ -197,13 +249,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, max_wid
     heads: list[tuple[list, list, list]] = []
     y = top + main.height
     if not inline:
-        for title, path, body in definitions(diagram, depth):
-            y += DEF_GAP
-            heads.append(_heading(title, y, path))
-            y += DEF_HEAD
-            fig = _body(body, 0, ctx, path + ".", one_row, max_width)
-            parts.append(_placed(fig, 0.0, y))
-            y += fig.height
+        y = _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads)
     formulas = dict(axis_formulas or {})
     shapes_title, title_labels = [], []
     bw = 0.0

@@ -546,8 +546,11 @@ class _PortsMixin:
         g_top = dy - PANEL_PAD - title_h
         g_bot = dy + frame.height + PANEL_PAD
         all_ports = [y for ys in n.in_ports.values() for y in ys] + [y for o in n.outs.values() for y in o.ports]
-        g_top = min([g_top] + [y - 10 for y in all_ports])
-        g_bot = max([g_bot] + [y + 10 for y in all_ports])
+        # the frame holds the ports of the wires it consumes; the wires broadcast over run past it
+        passing_ys = {port[a] for a in passing}
+        own = [y for y in all_ports if all(abs(y - p) > 0.01 for p in passing_ys)]
+        g_top = min([g_top] + [y - 10 for y in own])
+        g_bot = max([g_bot] + [y + 10 for y in own])
         n.g.update(top=g_top, bot=g_bot, dy=dy, pw=pw, side=side)
         n.g["frame_x"] = side + pw + PANEL_PAD + (inner_w - frame.width) / 2
         n.width = inner_w + 2 * PANEL_PAD + 2 * pw + 2 * side

@@ -180,15 +180,28 @@ def choose_rows(body: Layout, max_width: float, zones: _Zones | None = None) -> 
 # ---------------------------------------------------------------- the wrap
 
 
+def row_breaks(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
+               aliases: dict[str, str] | None = None) -> frozenset:
+    """The columns after which rows would break (indices into ``body.cuts``)."""
+    ranges = choose_rows(body, max_width, _Zones(body, parent, aliases))
+    return frozenset(body.cuts.index(e) for _, e in ranges[:-1])
+
+
 def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
-         aliases: dict[str, str] | None = None) -> Layout:
+         aliases: dict[str, str] | None = None, breaks: frozenset | None = None) -> Layout:
     """The body broken into rows no wider than max_width (px), stacked top to bottom.
 
     The body is a Layout from the lane sweep (x from 0, y from 0) whose own tracks have
-    `parent` as their parent. A body that fits, or has nowhere to cut, comes back unchanged.
+    `parent` as their parent; `breaks` (columns, from `row_breaks`) fixes where rows end.
+    A body that fits, or has nowhere to cut, comes back squeezed but otherwise unchanged.
     """
     zones = _Zones(body, parent, aliases)
-    ranges = choose_rows(body, max_width, zones)
+    if breaks is None:
+        ranges = choose_rows(body, max_width, zones)
+    else:
+        ends = [body.cuts[c] for c in sorted(breaks)]
+        starts_ = [0.0] + ends
+        ranges = list(zip(starts_, ends + [body.width]))
     if len(ranges) == 1:
         return compacted(body)
     rows = [_Row(s, e) for s, e in ranges]
@@ -281,8 +294,10 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
                 r.shapes[2].append(_arrow(xe, y, color))
                 nxt = next((j for j in drawn if j > k), None)
                 if named and nxt is not None and nxt > k + 1:
-                    r.shapes[4].append(Text(xe + 4, y + 3.5, "→ " + zones.name(t.wire), NAME_SIZE, INK, False, False,
-                                            "start", "label store"))
+                    text = "→ " + zones.name(t.wire)
+                    r.shapes[4].append(Text(xe + 4, y + 3.5, text, NAME_SIZE, INK, False, False, "start", "label store"))
+                    bx, by, bw, bh = _label_box(xe + 4, y + 3.5, text, NAME_SIZE)
+                    r.labels.append((("store", id(t), k), LabelGeom(text, "store", bx, by, bw, bh, t.parent, t.wire)))
                 b = xe
             if k > k0:  # comes from an earlier row: an arrowhead and its axis label at the row's start
                 xs = zones.wire_start(r.s)
@@ -292,12 +307,14 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
                     lx = xs + ARROW + 3
                     bx, by, bw, bh = _label_box(lx, y - 3.0, t.axis, LABEL_SIZE)
                     label = ("new", len(new_labels))
-                    new_labels.append((k, LabelGeom(t.axis, "axis", bx, by, bw, bh, "", t.wire, t.axis, y)))
+                    new_labels.append((k, LabelGeom(t.axis, "axis", bx, by, bw, bh, t.parent, t.wire, t.axis, y)))
                     r.shapes[4].append(Text(lx, y - 3.0, t.axis, LABEL_SIZE, color, False, True, "start", "axis"))
                 prev = max((j for j in drawn if j < k), default=None)
-                if named and prev is not None and prev < k - 1:
-                    r.shapes[4].append(Text(xs - 3, y + 3.5, zones.name(t.wire) + " →", NAME_SIZE, INK, False, False,
-                                            "end", "label load"))
+                if named and (prev is None or prev < k - 1):
+                    text = zones.name(t.wire) + " →"
+                    r.shapes[4].append(Text(xs - 3, y + 3.5, text, NAME_SIZE, INK, False, False, "end", "label load"))
+                    bx, by, bw, bh = _label_box(xs - 3, y + 3.5, text, NAME_SIZE, anchor="end")
+                    r.labels.append((("load", id(t), k), LabelGeom(text, "load", bx, by, bw, bh, t.parent, t.wire)))
             pieces.append((k, replace(t, x0=a, x1=b), label))
     split = {id(t) for t, *_ in runs.values()}
 
@@ -328,7 +345,8 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
     for k, lb in new_labels:
         r = rows[k]
         new.append(len(labels))
-        labels.append(replace(lb, x=lb.x + r.dx, y=lb.y + r.dy, line_y=lb.line_y + r.dy))
+        dy = _fy(r, lb.line_y) - lb.line_y + r.dy
+        labels.append(replace(lb, x=lb.x + r.dx, y=lb.y + dy, line_y=lb.line_y + dy))
     boxes = [replace(b, x=b.x + r.dx, y=b.y + r.dy) for r in rows for b in r.boxes]
     tracks = []
     for t in body.tracks:
