@@ -425,3 +425,22 @@ def test_every_operation_lays_out(name, depth):
     else:
         assert {"merge", "split", "einsum", "concat", "gather", "argmax", "onehot", "stack", "sum", "neg",
                 "exp", "mul", "add"} <= ops
+
+
+SCALAR_CALL = """axis d = 4
+circuit Norm2(x: [d]) -> []:
+    return dot(x, x, over = d)
+circuit Outer(x: [d]) -> [d]:
+    return x * Norm2(x)
+"""
+
+
+@pytest.mark.parametrize("inline", [False, True])
+@pytest.mark.parametrize("depth", [0, 1])
+def test_an_expanded_call_that_returns_a_scalar_is_drawn(depth, inline):
+    """`render --depth 1` raised `min() arg is an empty sequence` when a body contracted to a scalar."""
+    d = diagrammar.parse(SCALAR_CALL)["Outer"]
+    fig = check_layout(d, depth, inline=inline)
+    assert [t.axis for t in fig.tracks if t.wire == "out:norm2"] == [""]  # the call's scalar result
+    if depth:
+        assert [t.axis for t in fig.tracks if t.wire == "out.out"] == [""]  # the body's own, the contraction's

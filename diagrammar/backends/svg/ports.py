@@ -328,7 +328,7 @@ class _PortsMixin:
         n.bottom = max(pos.values()) + BOT_PAD
 
     def ports_contract(self, n: _Node, reads):
-        out_axes = list(n.types[0].names)
+        out_axes = _axes_of(n.types[0])  # a full contraction gives a scalar: one unnamed track
         result = set(out_axes)
         # operands top to bottom: the main one first, then the others in order
         order_idx = ([n.prim] if n.prim is not None else []) + self._by_height(n, reads)
