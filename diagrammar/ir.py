@@ -466,9 +466,9 @@ class Diagram:
         from .backends.flax import compile_diagram
         return compile_diagram(self, rngs=rngs, **axis_sizes)
 
-    def render_svg(self, *, depth: int = 0) -> str:
+    def render_svg(self, *, depth: int | None = 0, **options) -> str:
         from .backends.svg import render_svg
-        return render_svg(self, depth=depth)
+        return render_svg(self, depth=depth, **options)
 
     def _repr_svg_(self) -> str:
         return self.render_svg()

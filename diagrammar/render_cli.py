@@ -17,8 +17,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="out.svg, out.png, out.tex (TikZ) or out.dot; '-' writes SVG to stdout "
                              "(default: NAME.svg)")
-    parser.add_argument("--depth", type=int, default=0, metavar="N",
-                        help="expand sub-circuit calls N levels deep (default 0: named blocks)")
+    parser.add_argument("--depth", type=int, default=None, metavar="N",
+                        help="show sub-circuit calls N levels deep, each distinct one drawn once below the "
+                             "figure as a definition (default: every level; 0: named blocks only)")
+    parser.add_argument("--inline", action="store_true",
+                        help="draw the shown calls expanded in place, as tinted panels, instead of as definitions")
+    parser.add_argument("--one-row", action="store_true",
+                        help="never break a wide figure into rows (by default rows wrap to fit a page)")
+    parser.add_argument("--style", choices=("screen", "paper", "mono"), default="screen",
+                        help="screen (default); paper: print-safe colours, larger printed labels, sizes on "
+                             "input wires; mono: the same in black")
     parser.add_argument("--cost", action="store_true",
                         help="write parameters and FLOPs under every box")
     parser.add_argument("--batch", type=int, default=1, metavar="B",
@@ -50,7 +58,7 @@ def run(args) -> int:
     suffix = ".svg" if out == "-" else Path(out).suffix.lower()
     if suffix not in FORMATS:
         return _fail(f"cannot tell the format of {out!r}: use one of {', '.join(FORMATS)}", 2)
-    if args.depth < 0:
+    if args.depth is not None and args.depth < 0:
         return _fail("--depth must be 0 or more", 2)
 
     if suffix == ".dot":
@@ -60,7 +68,7 @@ def run(args) -> int:
             return _fail(f"the graphviz view is not available in this install ({e})")
         if args.cost:
             print("diagrammar render: --cost is drawn on SVG, PNG and TikZ figures only", file=sys.stderr)
-        data: str | bytes = to_dot(diagram, depth=args.depth)
+        data: str | bytes = to_dot(diagram, depth=args.depth if args.depth is not None else 99)
     else:
         from .backends.svg import PNG_MISSING, axis_formulas, layout, to_svg
 
@@ -71,7 +79,8 @@ def run(args) -> int:
             except ImportError as e:
                 return _fail(f"--cost needs the cost backend, which is not available in this install ({e})")
             annotations = box_annotations(diagram, batch=args.batch)
-        fig = layout(diagram, depth=args.depth, annotations=annotations, axis_formulas=axis_formulas(program))
+        fig = layout(diagram, depth=args.depth, annotations=annotations, axis_formulas=axis_formulas(program),
+                     inline=args.inline, one_row=args.one_row, style=args.style)
         if suffix == ".tex":
             from .backends.tikz import to_tikz
             data = to_tikz(fig)
@@ -91,5 +100,6 @@ def run(args) -> int:
         path.write_bytes(data)
     else:
         path.write_text(data, encoding="utf-8")
-    print(f"wrote {out} ({name}{f', depth {args.depth}' if args.depth else ''})", file=sys.stderr)
+    shown = "all levels" if args.depth is None else f"depth {args.depth}"
+    print(f"wrote {out} ({name}, {shown})", file=sys.stderr)
     return 0

@@ -138,15 +138,15 @@ def _tikz(fig: Layout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_tikz(diagram, *, depth: int = 0, annotations: dict[str, str] | None = None,
-                axis_formulas: dict[str, str] | None = None) -> str:
+def render_tikz(diagram, *, depth: int | None = 0, annotations: dict[str, str] | None = None,
+                axis_formulas: dict[str, str] | None = None, **options) -> str:
     """The diagram as a standalone LaTeX document (TikZ), the same figure as ``render_svg``.
 
     Args:
         diagram: a checked circuit (``diagrammar.load(path)[name]``).
-        depth: levels of sub-circuit calls drawn expanded.
+        depth: levels of sub-circuit calls shown (see ``layout``); **options as for ``layout``.
         annotations: dotted box path -> text written under that box.
         axis_formulas: axis -> declared size expression, for the legend.
     """
-    fig = layout(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas)
+    fig = layout(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas, **options)
     return to_tikz(fig)

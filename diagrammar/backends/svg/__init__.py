@@ -24,27 +24,30 @@ PNG_MISSING = ("PNG output needs cairosvg, which is not installed; install it wi
                "`pip install cairosvg` (or `pip install diagrammar[png]`), or write .svg instead")
 
 
-def render_svg(diagram: Diagram, *, depth: int = 0, annotations: dict[str, str] | None = None,
-               axis_formulas: dict[str, str] | None = None) -> str:
+def render_svg(diagram: Diagram, *, depth: int | None = 0, annotations: dict[str, str] | None = None,
+               axis_formulas: dict[str, str] | None = None, **options) -> str:
     """The diagram as a neural circuit diagram, in SVG.
 
     Args:
         diagram: a checked circuit (``diagrammar.load(path)[name]``).
-        depth: levels of sub-circuit calls drawn expanded as tinted panels (0: all collapsed).
+        depth: levels of sub-circuit calls shown (0: all collapsed; None: all levels), each distinct
+            sub-circuit drawn once below the figure as a definition ("Name = body").
         annotations: dotted box path -> text written under that box (cost figures, notes).
         axis_formulas: axis -> declared size expression, shown in the legend (``dk = d // heads = 32``).
+        **options: passed to ``layout``: ``inline=True`` draws the shown calls in place as tinted
+            panels, ``one_row=True`` never wraps, ``style="paper"`` or ``"mono"`` for print.
 
     Returns:
         An SVG document as a string; the same input always gives the same bytes.
     """
-    fig = layout(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas)
+    fig = layout(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas, **options)
     return to_svg(fig)
 
 
-def render_png(diagram: Diagram, *, depth: int = 0, annotations: dict[str, str] | None = None,
-               axis_formulas: dict[str, str] | None = None, scale: float = 2.0) -> bytes:
+def render_png(diagram: Diagram, *, depth: int | None = 0, annotations: dict[str, str] | None = None,
+               axis_formulas: dict[str, str] | None = None, scale: float = 2.0, **options) -> bytes:
     """The figure as PNG bytes, through cairosvg (raises RuntimeError with a hint when it is missing)."""
-    svg = render_svg(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas)
+    svg = render_svg(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas, **options)
     return svg_to_png(svg, scale=scale)
 
 

@@ -144,14 +144,20 @@ class _Node:
 class _Ctx:
     """What every nesting level shares: colours, annotations, and laid-out bodies."""
 
-    def __init__(self, colors: dict[str, str], annotations: dict[str, str]):
+    def __init__(self, colors: dict[str, str], annotations: dict[str, str], sizes: dict[str, str] | None = None):
         self.colors = colors
         self.annotations = annotations
+        self.sizes = sizes or {}  # axis -> its size, written on input wires ("x = 28") by the paper style
         self.frames: dict[tuple, Layout] = {}
         self.keep: list = []  # keeps memoised bodies alive so their ids stay unique
 
     def color(self, axis: str) -> str:
         return self.colors.get(axis, SCALAR) if axis else SCALAR
+
+    def input_label(self, axis: str) -> str:
+        """An input wire's axis label: its name, and its size where the style writes sizes."""
+        size = self.sizes.get(axis)
+        return f"{axis} = {size}" if size else axis
 
 
 def _axes_of(t: TensorType) -> list[str]:

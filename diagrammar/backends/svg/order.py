@@ -58,14 +58,33 @@ def _model(builder):
             for r in s.reads:
                 if r.lane is s.lane and r.in_lane:
                     continue
-                node = r.node
-                main = r.in_lane or node.kind == "out"
-                bends.append(_Bend(s.lane.id, 0.0, r.lane.id, 0.0 if main else 0.5, 2 * r.col - 1, n_tracks))
+                bends.append(_Bend(s.lane.id, 0.0, r.lane.id, _port_side(r), 2 * r.col - 1, n_tracks))
     before: list[tuple[int, int]] = [(a.id, b.id) for a, b, _ in builder.floors]
     if builder.nested:  # the parent block's ports fix the order of a body's inputs
         ins = [builder.bands[w].segs[0].lane.id for w in builder.in_node.outputs if w in builder.bands]
         before += list(zip(ins, ins[1:]))
     return order, bends, alive, before
+
+
+def _port_side(r) -> float:
+    """Where a read's ports sit against its node's main tracks, as a rank offset of the node's lane.
+
+    0: the main input itself (or an output, or ports level with the main tracks); +0.5: ports
+    stacked under the main tracks (a box's second input), so a bend from above crosses them;
+    -0.5: ports merging into the top of the main tracks (a junction: `p * mask` where the mask
+    has the top axes), so a bend from below crosses the tracks under them.
+    """
+    node = r.node
+    if r.in_lane or node.kind == "out":
+        return 0.0
+    if node.kind != "junction" or node.prim is None or node.prim not in node.in_ports:
+        return 0.5
+    main = node.in_ports[node.prim]
+    if max(r.ports) <= min(main) + 0.01 and min(main) + 0.01 < max(main):
+        return -0.5
+    if min(r.ports) >= max(main) - 0.01:
+        return 0.5
+    return 0.0
 
 
 def lane_ranks(builder) -> dict[int, int] | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import replace
+from typing import NamedTuple
 
 from ...ir import Diagram, Size
 from .geometry import (
@@ -11,6 +12,7 @@ from .geometry import (
     INK,
     LABEL_SIZE,
     MARGIN,
+    PALETTE,
     SMALL,
     BoxGeom,
     LabelGeom,
@@ -73,7 +75,7 @@ def _legend_axes(d: Diagram, depth: int) -> dict[str, Size]:
 
 def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] | None = None,
            axis_formulas: dict[str, str] | None = None, *, inline: bool = False, one_row: bool = False,
-           max_width: float = PAGE_WIDTH) -> Layout:
+           style: str = "screen", max_width: float | None = None) -> Layout:
     """Place a diagram: boxes, wires, labels, a title, definitions of its sub-circuits and a legend of axes.
 
     Args:
@@ -85,8 +87,12 @@ def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] 
         axis_formulas: axis name -> how its size was declared (``"d // heads"``), for the legend.
         inline: draw the shown calls expanded in place, as tinted panels, instead of as definitions.
         one_row: never break a wide figure into rows.
-        max_width: the width (px) a figure is wrapped to; 760 keeps 10 px labels at 6 pt or more when
-            the figure is printed 6.5 inches wide.
+        style: "screen" (the default); "paper" for print: colours that stay apart in print and for
+            colour-blind readers (Okabe and Ito's), rows wrapped narrower so that labels print larger
+            (7.3 pt at 6.5 inches), and each input wire's size written on it (``x = 28``); "mono": the
+            same in black.
+        max_width: the width (px) a figure is wrapped to; by default 760 (640 for paper and mono),
+            which keeps 10 px labels at 6 pt or more when the figure is printed 6.5 inches wide.
 
     Returns:
         A Layout: shapes in paint order and an index of boxes, labels and tracks.
@@ -98,8 +104,27 @@ def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] 
         >>> [t.axis for t in fig.tracks]
         ['d', 'd']
     """
+    if style not in STYLES:
+        raise ValueError(f"no style {style!r}; styles: {', '.join(STYLES)}")
     with gc_paused():
-        return _layout(diagram, _levels(diagram, depth), annotations, axis_formulas, inline, one_row, max_width)
+        return _layout(diagram, _levels(diagram, depth), annotations, axis_formulas, inline, one_row,
+                       STYLES[style], max_width)
+
+
+class Style(NamedTuple):
+    """A figure's look: its palette (None: the screen palette), the width rows wrap to, sizes on inputs."""
+    palette: tuple | None
+    max_width: float
+    sizes_on_inputs: bool
+
+
+# Okabe and Ito's palette (2008), safe for colour-blind readers and in print, without its yellow
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+STYLES = {
+    "screen": Style(None, PAGE_WIDTH, False),
+    "paper": Style(OKABE_ITO, 640.0, True),
+    "mono": Style(("#222222",), 640.0, True),
+}
 
 
 def _levels(diagram: Diagram, depth: int | None) -> int:
@@ -239,8 +264,21 @@ def _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads) -> float:
 DEF_SIDE_GAP = 18.0  # between two definitions side by side
 
 
-def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, max_width) -> Layout:
-    ctx = _Ctx(axis_colors(diagram), dict(annotations or {}))
+def _styled_colors(diagram: Diagram, style: Style) -> dict[str, str]:
+    colors = axis_colors(diagram)
+    if style.palette is None:
+        return colors
+    screen = {c: i for i, c in enumerate(PALETTE)}
+    return {a: style.palette[screen.get(c, i) % len(style.palette)] for i, (a, c) in enumerate(sorted(colors.items()))}
+
+
+def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, max_width) -> Layout:
+    max_width = max_width or style.max_width
+    sizes = {}
+    if style.sizes_on_inputs:
+        sizes = {name: str(size) for name, size in _legend_axes(diagram, depth).items()
+                 if size.is_const and str(size) != name}
+    ctx = _Ctx(_styled_colors(diagram, style), dict(annotations or {}), sizes)
     title_lines = _signature(diagram)
     title_y = MARGIN + 12
     top = title_y + 14 + (len(title_lines) - 1) * 16
