@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 from ...ir import Diagram, const_label
 
@@ -16,7 +17,7 @@ BOT_PAD = 4.0
 LANE_GAP = 5.0      # between the reaches of two lanes (a dashed line runs here)
 STACK = BOT_PAD + LANE_GAP + TOP_PAD   # first wire of a bundle stacked under another's last
 BOX_PAD = 7.5       # a box reaches this far beyond the wires it covers
-CLEAR = 7.0         # least distance from a passing wire to a box it runs past
+CLEAR = 6.0         # least distance from a passing wire to a box it runs past
 LABEL_SIZE = 10.0   # axis labels
 BOX_SIZE = 11.0     # text in boxes
 SMALL = 8.0         # superscripts, annotations, small marks
@@ -62,6 +63,8 @@ _EXTRA = {
     "√": (1305, 1366), "·": (651, 778), "−": (1716, 1716), "∗": (1716, 1716), "²": (821, 897),
     "³": (821, 897), "⁻": (1081, 1081), "½": (1985, 2120), "…": (2048, 2048), "→": (1716, 1716),
     "≤": (1716, 1716), "≥": (1716, 1716), "θ": (1253, 1407),
+    "⁰": (821, 897), "¹": (821, 897), "⁴": (821, 897), "⁵": (821, 897), "⁶": (821, 897), "⁷": (821, 897),
+    "⁸": (821, 897), "⁹": (821, 897), "∞": (1706, 1706),
 }
 ASCENT = 1901 / 2048
 DESCENT = 483 / 2048
@@ -96,6 +99,7 @@ class Path:
     fill: str | None = None
     dash: str | None = None
     role: str = "wire"
+    meta: tuple = ()  # what it means: ((key, value), ...), written as class and data- attributes
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Circle:
     stroke: str | None = None
     width: float = 1.0
     role: str = "dot"
+    meta: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ class Text:
     italic: bool = False
     anchor: str = "start"
     role: str = "label"
+    meta: tuple = ()
 
 
 # ---------------------------------------------------------------- what the shapes mean
@@ -216,25 +222,120 @@ for _op in JUNCTION_SYMBOL:
     KIND[_op] = "junction"
 for _op in MARK_TEXT:
     KIND[_op] = "mark"
+NORM_TEXT = {"layernorm": "μσ", "rmsnorm": "rms"}  # small, inside the circle: which normalisation
 FOLDABLE = set(BINARY_TEXT)  # a constant operand of these is written on the mark
 
 
-def axis_colors(diagram: Diagram) -> dict[str, str]:
-    """One colour per axis name across the figure and every nested body, by sorted name."""
-    names: set[str] = set()
+def _lab(color: str) -> tuple[float, float, float]:
+    """CIE L*a*b* (D65) of a #rrggbb colour, for telling how far apart two colours look."""
+    rgb = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    x = (0.4124 * lin[0] + 0.3576 * lin[1] + 0.1805 * lin[2]) / 0.95047
+    y = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    z = (0.0193 * lin[0] + 0.1192 * lin[1] + 0.9505 * lin[2]) / 1.08883
+    f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in (x, y, z)]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
 
-    def visit(d: Diagram, seen: set[int]):
+
+def _color_distance(a: str, b: str) -> float:
+    """How different two colours look (CIE76 delta E)."""
+    la, lb = _lab(a), _lab(b)
+    return ((la[0] - lb[0]) ** 2 + (la[1] - lb[1]) ** 2 + (la[2] - lb[2]) ** 2) ** 0.5
+
+
+def drawn_diagrams(diagram: Diagram, depth: int | None = None) -> list[Diagram]:
+    """The diagram and the bodies a figure of it draws: `repeat` bodies always, calls and scans `depth`
+    levels deep (every level when depth is None), each once."""
+    out: list[Diagram] = []
+    seen: set[int] = set()
+
+    def visit(d: Diagram, dep):
         if id(d) in seen:
             return
         seen.add(id(d))
-        for w in d.wires:
-            names.update(w.type.names)
+        out.append(d)
         for b in d.boxes:
-            if b.body is not None:
-                visit(b.body, seen)
+            if b.body is None:
+                continue
+            if b.op == "repeat":
+                visit(b.body, dep)
+            elif dep is None or dep > 0:
+                visit(b.body, None if dep is None else dep - 1)
 
-    visit(diagram, set())
-    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(names))}
+    visit(diagram, depth)
+    return out
+
+
+def axis_colors(diagram: Diagram, depth: int | None = None, palette: tuple = PALETTE) -> dict[str, str]:
+    """A colour for every axis a figure of `diagram` draws (see `drawn_diagrams`), deterministic.
+
+    Axes drawn in one figure get different colours as long as the palette has enough; axes drawn
+    next to each other get colours that look the most different. Closeness of two axes: tracks
+    side by side in one bundle (4), in one bundle (3), at one box (2), in one diagram (1). Axes are
+    coloured in the order they first appear, each taking a colour no neighbour has (else the one
+    whose neighbours are the least close), unused before used, and among those the least like its
+    neighbours' colours, weighted by closeness. Ties go to the palette's order.
+
+    >>> import diagrammar
+    >>> d = diagrammar.parse("axis a = 2, b = 3\\ncircuit F(x: [a, b]) -> [a, b]:\\n    return relu(x)\\n")["F"]
+    >>> c = axis_colors(d); c["a"] != c["b"]
+    True
+    """
+    palette = tuple(palette) or PALETTE
+    order: dict[str, None] = {}
+    close: dict[tuple[str, str], int] = {}
+
+    def near(a: str, b: str, w: int):
+        if a != b:
+            k = (a, b) if a < b else (b, a)
+            if close.get(k, 0) < w:
+                close[k] = w
+
+    for d in drawn_diagrams(diagram, depth):
+        level: dict[str, None] = {}
+        for p in d.inputs:  # inputs first: the figure is read from the left
+            for w in p.wires:
+                level.update(dict.fromkeys(d.wire(w).type.names))
+        types = {w.name: w.type for w in d.wires}
+        for w in d.wires:
+            names = w.type.names
+            level.update(dict.fromkeys(names))
+            for i, a in enumerate(names):
+                for j in range(i + 1, len(names)):
+                    near(a, names[j], 4 if j == i + 1 else 3)
+        for b in d.boxes:
+            at = list(dict.fromkeys(a for w in b.inputs + b.outputs if w in types for a in types[w].names))
+            for i, a in enumerate(at):
+                for c in at[i + 1:]:
+                    near(a, c, 2)
+        names = list(level)
+        for i, a in enumerate(names):
+            for c in names[i + 1:]:
+                near(a, c, 1)
+        order.update(level)
+    neighbours: dict[str, list[tuple[str, int]]] = {}
+    for (a, b), w in close.items():
+        neighbours.setdefault(a, []).append((b, w))
+        neighbours.setdefault(b, []).append((a, w))
+    dist = {(x, y): _color_distance(x, y) for x in palette for y in palette}
+    out: dict[str, str] = {}
+    used: dict[str, int] = {}
+    for a in order:
+        best, best_key = palette[0], None
+        for i, c in enumerate(palette):
+            same, like = 0, 0.0
+            for b, w in neighbours.get(a, ()):
+                cb = out.get(b)
+                if cb == c:
+                    same += w  # the very colour of a neighbour: avoided first
+                elif cb is not None:
+                    like += w / (1.0 + dist[(c, cb)] / 12.0)  # a similar one: the less alike the better
+            key = (same, used.get(c, 0), round(like, 9), i)
+            if best_key is None or key < best_key:
+                best, best_key = c, key
+        out[a] = best
+        used[best] = used.get(best, 0) + 1
+    return out
 
 
 def _auto_name(box) -> bool:
@@ -246,11 +347,72 @@ def _auto_name(box) -> bool:
     return head == box.op and tail.isdigit()
 
 
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_CONST_SYM = {"add": " + ", "sub": " − ", "mul": "·", "div": "/"}
+
+
+def compact_number(v: float) -> str:
+    """A number as a figure writes it: `0`, `2.5`, `10⁻⁶`, `3·10⁻⁵`, `−∞`.
+
+    >>> [compact_number(v) for v in (0.0, 1.0, -2.5, 1e-06, 3e-05, 1e6, float("-inf"))]
+    ['0', '1', '−2.5', '10⁻⁶', '3·10⁻⁵', '10⁶', '−∞']
+    """
+    if math.isnan(v):
+        return "NaN"
+    sign = "−" if v < 0 else ""
+    v = abs(v)
+    if v == float("inf"):
+        return sign + "∞"
+    text = f"{v:g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        power = "10" + str(int(exp)).translate(_SUPERSCRIPT)
+        text = power if mant == "1" else f"{mant}·{power}"
+    return sign + text
+
+
 def _const_text(tree) -> str:
-    text = const_label(tree)
-    if text.startswith("sqrt(") and text.endswith(")") and "(" not in text[5:-1]:
-        return "√" + text[5:-1]
-    return text
+    """A folded constant as the figure writes it: compact numbers, `√dk`, `−∞`.
+
+    >>> _const_text(("fn", "sqrt", ("axis", "dk", None))), _const_text(("neg", ("num", float("inf"))))
+    ('√dk', '−∞')
+    """
+    kind = tree[0]
+    if kind == "num":
+        return compact_number(tree[1])
+    if kind == "axis":
+        return tree[1]
+    if kind == "neg":
+        inner = _const_text(tree[1])
+        return inner[1:] if inner.startswith("−") else "−" + inner
+    if kind == "fn":
+        inner = _const_text(tree[2])
+        if tree[1] == "sqrt":
+            return "√" + (inner if _atomic(tree[2]) else f"({inner})")
+        return f"{tree[1]}({inner})"
+    if kind in _CONST_SYM:
+        a, b = (_const_text(t) if _atomic(t) or kind in ("add", "sub") else f"({_const_text(t)})"
+                for t in tree[1:3])
+        return a + _CONST_SYM[kind] + b
+    return const_label(tree)
+
+
+def _atomic(tree) -> bool:
+    return tree[0] in ("num", "axis") or (tree[0] == "fn" and tree[1] == "sqrt")
+
+
+def where_text(when_true: str | None, when_false: str | None) -> str:
+    """What a `where` writes beside its selector for the branches given as constants (None: a wire).
+
+    >>> where_text(None, "0"), where_text("1", None), where_text("0", "0")
+    ('else 0', 'then 1', 'then 0 else 0')
+    """
+    parts = []
+    if when_true is not None:
+        parts.append(f"then {when_true}")
+    if when_false is not None:
+        parts.append(f"else {when_false}")
+    return " ".join(parts)
 
 
 def _sup_digits(n: int) -> str:
@@ -272,10 +434,8 @@ def _box_text(box, op: str) -> tuple[str, str, bool]:
         w = tuple(box.attr("window", ()))
         core = f"{w[0]}{_sup_digits(len(w))}" if w and len(set(w)) == 1 else "×".join(map(str, w))
         return f"{core} {box.attr('op', 'max')}", "", False
-    if op == "layernorm":
-        return "LN", sup, True
-    if op == "rmsnorm":
-        return "RMS", sup, True
+    if op in NORM_TEXT:  # a circle over its axes; the letters inside are drawn with it (NORM_TEXT)
+        return "", "", False
     if op in REDUCE_TEXT:
         return REDUCE_TEXT[op], "", False
     if op == "take":
@@ -327,6 +487,7 @@ def _poly(pts, fill, stroke, width: float, role: str) -> Path:
 
 
 def _shift(s, dx: float, dy: float):
+    """The shape moved by (dx, dy), everything else (role, meaning) kept."""
     if isinstance(s, Path):
         cmds = []
         for c in s.cmds:
@@ -335,10 +496,10 @@ def _shift(s, dx: float, dy: float):
             else:
                 vals = c[1:]
                 cmds.append((c[0],) + tuple(v + (dx if j % 2 == 0 else dy) for j, v in enumerate(vals)))
-        return Path(tuple(cmds), s.stroke, s.width, s.fill, s.dash, s.role)
+        return replace(s, cmds=tuple(cmds))
     if isinstance(s, Circle):
-        return Circle(s.cx + dx, s.cy + dy, s.r, s.fill, s.stroke, s.width, s.role)
-    return Text(s.x + dx, s.y + dy, s.text, s.size, s.color, s.bold, s.italic, s.anchor, s.role)
+        return replace(s, cx=s.cx + dx, cy=s.cy + dy)
+    return replace(s, x=s.x + dx, y=s.y + dy)
 
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 MAX_ROUNDS = 4
-WINDOW = 48  # a lane is sifted at most this many ranks up or down (keeps big figures linear)
+WINDOW = 32  # a lane is sifted at most this many ranks up or down (keeps big figures linear)
 
 
 class _Bend:

@@ -30,6 +30,7 @@ from .geometry import (
 )
 from .lanes import _Builder
 from .nodes import _Ctx
+from .untangle import untangle
 from .wrap import PAGE_WIDTH, bbox, row_breaks, shift, wrap
 
 TITLE_SIZE = 12.0
@@ -330,6 +331,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     shapes = back + wires + glyphs + dots + texts + shapes_title + leg_shapes
     labels = labels + title_labels + leg_labels
     shapes, labels, tracks = _drop_repeated_labels(shapes, labels, tracks, boxes)
+    shapes = untangle(shapes)
     return Layout(diagram.name, round(width, 2), round(height, 2), shapes, boxes, labels, tracks, entries)
 
 

@@ -102,6 +102,8 @@ class _Zones:
         self.tracks = [t for t in body.tracks if t.parent == parent and t.x1 - t.x0 > 1e-6]
         self.cache: dict[float, tuple[float, float, float]] = {}
         self.prefix = parent + "." if parent else ""
+        self.cuts = sorted(body.cuts)
+        self._by_cut: dict[float, list] | None = None
         self.names: dict[str, str] = {}
         self.aliases = aliases or {}
 
@@ -121,7 +123,20 @@ class _Zones:
         return v
 
     def crossing(self, x: float) -> list:
-        return [t for t in self.tracks if t.x0 < x - 0.5 and t.x1 > x - 0.5]  # ending at x: goes on bent
+        """The tracks that run on across cut x (one that ends on it goes on bent in the next row)."""
+        if self._by_cut is None:
+            self._index()
+        return self._by_cut.get(x, [])
+
+    def _index(self):
+        """Tracks by the cuts they cross, in one pass over the tracks (not one per cut)."""
+        self._by_cut = {}
+        cuts = self.cuts
+        for t in self.tracks:
+            i = bisect.bisect_right(cuts, t.x0 + 0.5)
+            while i < len(cuts) and cuts[i] < t.x1 + 0.5:
+                self._by_cut.setdefault(cuts[i], []).append(t)
+                i += 1
 
     def _get(self, x: float) -> tuple[float, float, float]:
         v = self.cache.get(x)
@@ -163,15 +178,15 @@ def choose_rows(body: Layout, max_width: float, zones: _Zones | None = None) -> 
         if end - s + offset + MARGIN <= max_width:
             rows.append((s, end))
             return rows
-        fits = [c for c in cuts if c > s + 1.0 and c - s + offset + zones.right(c) + MARGIN <= max_width]
-        if fits:
-            c = fits[-1]
-        else:
-            later = [c for c in cuts if c > s + 1.0]
-            if not later:
-                rows.append((s, end))
-                return rows
-            c = later[0]
+        i = bisect.bisect_right(cuts, s + 1.0)
+        if i == len(cuts):
+            rows.append((s, end))
+            return rows
+        c = cuts[i]  # the first cut, even if the row is then too wide: nowhere else to break
+        while i < len(cuts) and cuts[i] - s + offset + MARGIN <= max_width:
+            if cuts[i] - s + offset + zones.right(cuts[i]) + MARGIN <= max_width:
+                c = cuts[i]
+            i += 1
         rows.append((s, c))
         s = c
         offset = MARGIN + zones.left(c)
