@@ -204,7 +204,7 @@ def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, m
     return wrap(fig, max_width, prefix[:-1], aliases, breaks)
 
 
-DEF_GAP = 26.0    # above a definition's heading
+DEF_GAP = 16.0    # above a definition's heading
 DEF_HEAD = 34.0   # a definition's heading: the named block and "="
 
 
@@ -224,14 +224,14 @@ def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
     return shapes, labels, boxes
 
 
-def _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads) -> float:
-    """Definitions below the figure, side by side while they fit the page's width (shelf packing).
+def _shelves(main: Layout, defs, max_width, y, parts, heads) -> float:
+    """The figure and its definitions in shelves: side by side while they fit the page's width.
 
+    The figure comes first, without a heading; each definition has its heading above it.
     Returns the y below the last shelf; appends the placed bodies to `parts` and headings to `heads`.
     """
-    items = []
-    for title, path, body in definitions(diagram, depth):
-        fig = _body(body, 0, ctx, path + ".", one_row, max_width)
+    items = [(None, "", main, main.width)]
+    for title, path, fig in defs:
         head_w = text_width(title, BOX_SIZE, True) + 20.0 + MARGIN + 40.0
         items.append((title, path, fig, max(fig.width, head_w)))
     shelf: list = []
@@ -240,17 +240,23 @@ def _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads) -> float:
     def flush(y: float) -> float:
         if not shelf:
             return y
-        y += DEF_GAP
+        headed = any(item[0] is not None for _, item in shelf)
+        if headed and y > 0:
+            y += DEF_GAP
         tallest = 0.0
         for dx, (title, path, fig, _w) in shelf:
+            if title is None:  # the figure itself, under its title
+                parts.append(_placed(fig, dx, y))
+                tallest = max(tallest, fig.height)
+                continue
             shapes, labels, boxes = _heading(title, y, path)
             heads.append(([shift(sh, dx, 0.0) for sh in shapes],
                           [replace(lb, x=lb.x + dx) for lb in labels],
                           [replace(b, x=b.x + dx) for b in boxes]))
             parts.append(_placed(fig, dx, y + DEF_HEAD))
-            tallest = max(tallest, fig.height)
+            tallest = max(tallest, DEF_HEAD + fig.height)
         shelf.clear()
-        return y + DEF_HEAD + tallest
+        return y + tallest
 
     for item in items:
         w = item[3]
@@ -260,6 +266,23 @@ def _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads) -> float:
         shelf.append((x, item))
         x += w + DEF_SIDE_GAP
     return flush(y)
+
+
+def _columns(main: Layout, defs, half: float, y, parts, heads) -> float:
+    """The figure, then its definitions in two columns (each goes under the shorter one)."""
+    parts.append(_placed(main, 0.0, y))
+    y += main.height + DEF_GAP
+    bottoms = [y, y]
+    for title, path, fig in defs:
+        col = 0 if bottoms[0] <= bottoms[1] else 1
+        dx = col * (half + DEF_SIDE_GAP)
+        yy = bottoms[col]
+        shapes, labels, boxes = _heading(title, yy, path)
+        heads.append(([shift(sh, dx, 0.0) for sh in shapes], [replace(lb, x=lb.x + dx) for lb in labels],
+                      [replace(b, x=b.x + dx) for b in boxes]))
+        parts.append(_placed(fig, dx, yy + DEF_HEAD))
+        bottoms[col] = yy + DEF_HEAD + fig.height + DEF_GAP
+    return max(bottoms) - DEF_GAP
 
 
 DEF_SIDE_GAP = 18.0  # between two definitions side by side
@@ -284,11 +307,22 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     title_y = MARGIN + 12
     top = title_y + 14 + (len(title_lines) - 1) * 16
     main = _body(diagram, depth if inline else 0, ctx, "", one_row, max_width)
-    parts = [_placed(main, 0.0, top)]
+    defs = [] if inline else [(title, path, _body(body, 0, ctx, path + ".", one_row, max_width))
+                              for title, path, body in definitions(diagram, depth)]
+    parts: list[Layout] = []
     heads: list[tuple[list, list, list]] = []
-    y = top + main.height
-    if not inline:
-        y = _shelves(diagram, depth, ctx, one_row, max_width, y, parts, heads)
+    y = _shelves(main, defs, max_width, top, parts, heads)
+    width_now = max(max(p.width for p in parts), main.width)
+    if len(defs) > 1 and not one_row and (y - top) * 6.5 / max(width_now, 1.0) > 6.0:
+        # tall: try the definitions in two columns, each wrapped to half the page, and keep the shorter
+        half = (max_width - DEF_SIDE_GAP) / 2
+        narrow = [(title, path, _body(body, 0, ctx, path + ".", one_row, half + MARGIN))
+                  for title, path, body in definitions(diagram, depth)]
+        parts2: list[Layout] = []
+        heads2: list[tuple[list, list, list]] = []
+        y2 = _columns(main, narrow, half, top, parts2, heads2)
+        if y2 < y - 1.0:
+            y, parts, heads = y2, parts2, heads2
     formulas = dict(axis_formulas or {})
     shapes_title, title_labels = [], []
     bw = 0.0

@@ -378,7 +378,7 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
                   body.in_ports, body.out_ports, layers, body.out_labels, [])
 
 
-GAP = 10.0  # the most empty space left between two things stacked in a row
+GAP = 8.0  # the most empty space left between two things stacked in a row
 
 
 def _squeeze(intervals) -> "callable":
