@@ -74,6 +74,10 @@ RESULTS = (
 )
 
 
+# circuits also drawn whole, every level (the README shows the first)
+WHOLE_MODELS = (("transformer", "Decoder"), ("pointer", "PointerNet"))
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="gallery", metavar="DIR", help="where the figures go (default: gallery/)")
     parser.add_argument("--circuits", default=None, metavar="DIR",
@@ -135,7 +139,10 @@ def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]
         "the wires it consumes and the others run past it; dots copy, `+` adds, caps contract;",
         "bold `L` is a learned linear map, triangles are softmax, pentagons index, bars reshape.",
         "Calls of other circuits are named blocks; a circuit that has them is shown a second time with",
-        "them expanded one level (`diagrammar render FILE --depth 1`).",
+        "each sub-circuit it calls drawn once below it as a definition, \"Name = body\"",
+        "(`diagrammar render FILE --depth 1`). Figures wider than a page wrap into rows: wires carry",
+        "on from an arrowhead at the end of one row to an arrowhead at the start of the next, and a",
+        "wire that skips a whole row is stored (`→ name`) and loaded again (`name →`).",
         "",
     ]
     results = _results_section(results_dir)
@@ -155,7 +162,12 @@ def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]
             index += [f"### {name}", "", f"`{d.summary()}`", "", f"![{name}]({base}.svg)", ""]
             if _has_body(d):
                 files[f"{base}.depth1.svg"] = render_svg(d, depth=1, axis_formulas=formulas)
-                index += ["Expanded one level (`--depth 1`):", "", f"![{name}, expanded]({base}.depth1.svg)", ""]
+                index += ["With the sub-circuits it calls (`--depth 1`):", "",
+                          f"![{name}, with its sub-circuits]({base}.depth1.svg)", ""]
+            if (path.stem, name) in WHOLE_MODELS:
+                files[f"{base}.all.svg"] = render_svg(d, depth=None, axis_formulas=formulas)
+                index += ["The whole model, every level (`diagrammar render` with no `--depth`):", "",
+                          f"![{name}, the whole model]({base}.all.svg)", ""]
     index += results
     files[INDEX] = "\n".join(index).rstrip() + "\n"
     return files

@@ -48,16 +48,17 @@ logger = logging.getLogger(__name__)
 _PROLOG = re.compile(r"\A\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?", re.I)
 
 
-def _render_svg(diagram, depth: int) -> str:
+def _render_svg(diagram, depth: int, inline: bool = False, style: str = "screen") -> str:
     # imported here so that the extension loads (and highlighting works)
     # even where the renderer is broken or not installed
     from .backends.svg import render_svg
 
-    return render_svg(diagram, depth=depth)
+    return render_svg(diagram, depth=depth, inline=inline, style=style)
 
 
 class CircuitDirective(SphinxDirective):
-    """``.. circuit:: [path]`` with options ``:name:``, ``:depth:``, ``:caption:``, ``:class:``."""
+    """``.. circuit:: [path]`` with options ``:name:``, ``:depth:``, ``:inline:``, ``:style:``, ``:caption:``,
+    ``:class:``."""
 
     optional_arguments = 1
     final_argument_whitespace = True
@@ -65,6 +66,8 @@ class CircuitDirective(SphinxDirective):
     option_spec = {
         "name": directives.unchanged_required,
         "depth": directives.nonnegative_int,
+        "inline": directives.flag,
+        "style": lambda v: directives.choice(v, ("screen", "paper", "mono")),
         "caption": directives.unchanged,
         "class": directives.class_option,
     }
@@ -98,7 +101,8 @@ class CircuitDirective(SphinxDirective):
         if name not in program:
             return self._problem(f"no circuit named {name!r} in {where.name}; circuits: {', '.join(program)}")
         try:
-            svg = _render_svg(program[name], self.options.get("depth", 0))
+            svg = _render_svg(program[name], self.options.get("depth", 0), "inline" in self.options,
+                              self.options.get("style", "screen"))
         except ImportError as e:
             return self._problem(f"drawing {name} needs the SVG renderer diagrammar.backends.svg ({e})")
         except CircuitError as e:

@@ -40,7 +40,7 @@ def stub_renderer(monkeypatch):
     """Stands in for diagrammar.backends.svg; records (circuit, depth) per call."""
     calls = []
 
-    def render_svg(diagram, *, depth=0, annotations=None):
+    def render_svg(diagram, *, depth=0, annotations=None, **options):
         calls.append((diagram.name, depth))
         return (f'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
                 f'class="stub" data-circuit="{diagram.name}" data-depth="{depth}"><defs><marker id="arrow"/></defs>'
@@ -157,7 +157,7 @@ def test_bad_programs_warn_with_their_location_and_the_build_goes_on(tmp_path, s
 def test_a_renderer_failure_is_a_warning_not_a_crash(tmp_path, monkeypatch):
     fake = types.ModuleType("diagrammar.backends.svg")
 
-    def render_svg(diagram, *, depth=0, annotations=None):
+    def render_svg(diagram, *, depth=0, annotations=None, **options):
         raise ZeroDivisionError("boom")
 
     fake.render_svg = render_svg
