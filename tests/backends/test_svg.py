@@ -127,9 +127,14 @@ def check_layout(diagram, depth: int, inline: bool = False):
 
     def visit(d, prefix: str, dep: int):
         consts = {b.outputs[0] for b in d.boxes if b.op == "const"}
+        read = {w for b in d.boxes for w in b.inputs} | set(d.output.wires)
+        unused = {w for b in d.boxes if b.op in ("call", "scan") and not (inline and dep > 0)
+                  for w in b.outputs if w not in read}
         for w in d.wires:
             if w.name in consts:
                 continue  # a constant operand is written on the operation that uses it
+            if w.name in unused:
+                continue  # a result of a collapsed block that nothing reads: a port on the block, no wire
             axes = list(w.type.names) or [""]
             for a in axes:
                 tracks = drawn.get((prefix + w.name, a))

@@ -128,6 +128,8 @@ class _Builder(_PortsMixin, _GlyphsMixin):
                 kind = "panel"
             node = _Node(len(nodes), kind, b.op, b, self.prefix + b.name, inputs, list(b.outputs))
             node.const_text = const_text
+            if kind in ("call", "scan"):  # a final state nobody reads is not drawn leaving the block
+                node.unused = {k for k, w in enumerate(b.outputs) if w not in readers and w not in outputs}
             node.types = [self.types[w] for w in b.outputs]
             node.annotation = self.ctx.annotations.get(self.prefix + b.name, "")
             nodes.append(node)
@@ -332,11 +334,13 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             seg.p1 = max(seg.p1, 2 * c - 1)
         lane.reach(2 * c, n.top, n.bottom)
         # outputs
-        if self.lane_rank is not None and n.kind != "panel" and len(n.out_order) > 2:
+        if self.lane_rank is not None and n.kind != "panel" and len(n.out_order) > 1:
             self._order_extra_outputs(n)
         prev_lane = lane
         main_seg = reads[main][2] if main is not None else None
         for rank, k in enumerate(n.out_order):
+            if k in n.unused:
+                continue
             w = n.outputs[k]
             spec = n.outs[k]
             b = self._new_band(w, n, k, spec.axes)
@@ -373,9 +377,10 @@ class _Builder(_PortsMixin, _GlyphsMixin):
         where they go, so the ports are restacked to match and the wires leave without crossing.
         """
         extra = n.out_order[1:]
+        used = [k for k in extra if k not in n.unused]
         first_id = len(self.lanes)
-        rank_of = {k: self.lane_rank.get(first_id + i, 1 << 30) for i, k in enumerate(extra)}
-        wanted = sorted(extra, key=lambda k: (rank_of[k], k))
+        rank_of = {k: self.lane_rank.get(first_id + i, 1 << 30) for i, k in enumerate(used)}
+        wanted = sorted(used, key=lambda k: (rank_of[k], k)) + [k for k in extra if k in n.unused]
         if wanted == extra:
             return
         base = min(n.outs[k].ports[0] for k in extra)

@@ -105,7 +105,7 @@ class _Out:
 class _Node:
     __slots__ = ("idx", "kind", "op", "box", "path", "inputs", "outputs", "types", "col", "lane", "main", "prim",
                  "in_ports", "outs", "out_order", "sec_order", "top", "bottom", "width", "g", "frame",
-                 "text", "annotation", "x0", "in_x", "out_x", "const_text", "span")
+                 "text", "annotation", "x0", "in_x", "out_x", "const_text", "span", "unused")
 
     def __init__(self, idx: int, kind: str, op: str, box, path: str, inputs: list[str], outputs: list[str]):
         self.idx = idx
@@ -136,6 +136,7 @@ class _Node:
         self.out_x = 0.0
         self.const_text = ""
         self.span = 0.0  # width the column needs for this node (its glyph, or a wider annotation)
+        self.unused: set[int] = set()  # outputs of a collapsed block that nothing reads: a port, no wire
 
 
 # ---------------------------------------------------------------- the builder

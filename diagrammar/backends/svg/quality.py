@@ -587,6 +587,7 @@ def undrawn_wires(fig: Layout, diagram, depth: int) -> list[str]:
     """
     drawn_boxes = {b.path for b in fig.boxes}
     expanded = {b.path for b in fig.boxes if b.kind == "panel"}
+    in_place = set(expanded)  # calls drawn as panels (a definition's call is drawn collapsed)
     heads = {b.path[1:] for b in fig.boxes if b.kind == "definition"}  # "=Title": a definition's heading
     if heads:
         from .page import definitions  # a definition is drawn with the path of the sub-circuit's first call
@@ -620,8 +621,11 @@ def undrawn_wires(fig: Layout, diagram, depth: int) -> list[str]:
     for prefix, level in levels:
         folded = {b.outputs[0] for b in level.boxes
                   if b.op == "const" and b.outputs and prefix + b.name not in drawn_boxes}
+        read = {w for b in level.boxes for w in b.inputs} | set(level.output.wires)
+        unused = {w for b in level.boxes if b.op in ("call", "scan") and prefix + b.name not in in_place
+                  for w in b.outputs if w not in read}  # a collapsed block's result nothing reads: a port only
         for w in level.wires:
-            if w.name in folded:
+            if w.name in folded or w.name in unused:
                 continue
             path = prefix + w.name
             for a in list(w.type.names) or [""]:
