@@ -337,9 +337,11 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
     for r in rows:
         _compact(r)
     for r in rows:
-        ys = [v for layer in r.shapes for s in layer for v in bbox(s)[1::2]]
+        ys = [v for layer in r.shapes for s in layer if not _separator(s) for v in bbox(s)[1::2]]
         ys += [v for _, lb in r.labels for v in (lb.y, lb.y + lb.h)]
         r.top, r.bot = (min(ys), max(ys)) if ys else (0.0, 0.0)
+        # a separator marks off things in the row; one above or below all of them marks off nothing
+        r.shapes = [[s for s in layer if not _separator(s) or r.top < bbox(s)[1] < r.bot] for layer in r.shapes]
     cursor = rows[0].top
     for k, r in enumerate(rows):
         r.dy = cursor - r.top
@@ -407,6 +409,10 @@ def _squeeze(intervals) -> "callable":
             return y - removed[i + 1]
         return y - removed[i] - max(0.0, (y - g0) - GAP)
     return f
+
+
+def _separator(s) -> bool:
+    return isinstance(s, Path) and "separator" in s.role
 
 
 def _occupied(shapes) -> list[tuple[float, float]]:
