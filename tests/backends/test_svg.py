@@ -449,3 +449,32 @@ def test_an_expanded_call_that_returns_a_scalar_is_drawn(depth, inline):
     assert [t.axis for t in fig.tracks if t.wire == "out:norm2"] == [""]  # the call's scalar result
     if depth:
         assert [t.axis for t in fig.tracks if t.wire == "out.out"] == [""]  # the body's own, the contraction's
+
+
+MULTI_HEAD = """axis seq = 16, key = seq
+axis d = 64, heads = 4, dk = d // heads
+circuit Head(q: [seq, dk], k: [key, dk], v: [key, dk]) -> [seq, dk]:
+    a = softmax(dot(q, k, over = dk) / sqrt(dk), over = key)
+    return dot(a, v, over = key)
+circuit MultiHead(x: [seq, d]) -> [seq, d]:
+    q = linear(x, d -> (heads, dk))
+    k = rename(linear(x, d -> (heads, dk)), seq -> key)
+    v = rename(linear(x, d -> (heads, dk)), seq -> key)
+    return linear(Head(q, k, v), (heads, dk) -> d)
+"""
+
+
+def test_a_call_broadcast_over_heads_keeps_the_head_wires_outside_its_panel():
+    """One head broadcast over `heads`: every input's heads wire joins the one that runs past the panel
+    (Abbott's shared head index), none ends inside it, and the panel stays clear of them."""
+    d = diagrammar.parse(MULTI_HEAD)["MultiHead"]
+    fig = check_layout(d, 1, inline=True)
+    panel = next(b for b in fig.boxes if b.kind == "panel")
+    heads = [t for t in fig.tracks if t.axis == "heads" and not t.parent]
+    past = [t for t in heads if t.x1 > panel.x + panel.w]  # the result's, running past the panel
+    assert [t.wire for t in past] == ["out:head"] and past[0].y < panel.y
+    for t in heads:
+        assert not (panel.x < t.x1 < panel.x + panel.w and panel.y < t.y < panel.y + panel.h), t
+    ends = [t for t in heads if t.wire in ("k", "v")]
+    assert ends and all(t.x1 <= panel.x + 0.01 for t in ends)
+    assert not [t for t in fig.tracks if t.parent == "out:head" and t.axis == "heads"]  # the body never sees it

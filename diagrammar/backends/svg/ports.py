@@ -498,7 +498,7 @@ class _PortsMixin:
                 dy += lim - top
         # input ports: passing tracks run past; the others enter the body where it starts them;
         # an axis the body never sees (the scanned one) ends at the panel's edge
-        edge_in, edge_out = set(), set()
+        edge_in, edge_out, joins = set(), set(), set()
         extra_low = max((y + dy for ports in frame.in_ports for y in ports.values()), default=dy)
         for i, w in enumerate(n.inputs):
             b = reads[i][1]
@@ -511,6 +511,12 @@ class _PortsMixin:
                 if y is not None:
                     ports.append(y + dy)
                     continue
+                if a in passing and a in batch:
+                    # broadcast over an axis the first input carries past the panel: it joins that
+                    # wire at a dot before the call (Abbott's shared head index), not inside the panel
+                    joins.add((i, a))
+                    ports.append(port[a])
+                    continue
                 edge_in.add((i, a))
                 if i == n.prim:
                     ports.append(port[a])
@@ -518,6 +524,7 @@ class _PortsMixin:
                     extra_low += PITCH
                     ports.append(extra_low)
             n.in_ports[i] = ports
+        n.g["joins"] = joins
         out_low = max((y + dy for ports in frame.out_ports for y in ports.values()), default=dy)
         for rank, k in enumerate(n.out_order):
             axes = _axes_of(n.types[k])
