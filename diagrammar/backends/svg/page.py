@@ -224,11 +224,12 @@ def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
     return shapes, labels, boxes
 
 
-def _shelves(main: Layout, defs, max_width, y, parts, heads) -> float:
+def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
     """The figure and its definitions in shelves: side by side while they fit the page's width.
 
     The figure comes first, without a heading; each definition has its heading above it.
-    Returns the y below the last shelf; appends the placed bodies to `parts` and headings to `heads`.
+    Returns the y below the last shelf; appends the placed bodies to `parts` and headings to `heads`,
+    and sets `free` to [(x, y)]: the room right of the last shelf.
     """
     items = [(None, "", main, main.width)]
     for title, path, fig in defs:
@@ -236,10 +237,12 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads) -> float:
         items.append((title, path, fig, max(fig.width, head_w)))
     shelf: list = []
     x = 0.0
+    free.clear()
 
     def flush(y: float) -> float:
         if not shelf:
             return y
+        free[:] = [(x, y)]  # room right of this shelf, from its top (the last shelf's is what remains)
         headed = any(item[0] is not None for _, item in shelf)
         if headed and y > 0:
             y += DEF_GAP
@@ -268,8 +271,9 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads) -> float:
     return flush(y)
 
 
-def _columns(main: Layout, defs, half: float, y, parts, heads) -> float:
-    """The figure, then its definitions in two columns (each goes under the shorter one)."""
+def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
+    """The figure, then its definitions in two columns (each goes under the shorter one); `free` is set to
+    [(x, y)]: the room under the shorter column."""
     parts.append(_placed(main, 0.0, y))
     y += main.height + DEF_GAP
     bottoms = [y, y]
@@ -282,6 +286,8 @@ def _columns(main: Layout, defs, half: float, y, parts, heads) -> float:
                       [replace(b, x=b.x + dx) for b in boxes]))
         parts.append(_placed(fig, dx, yy + DEF_HEAD))
         bottoms[col] = yy + DEF_HEAD + fig.height + DEF_GAP
+    short = 0 if bottoms[0] <= bottoms[1] else 1
+    free[:] = [(short * (half + DEF_SIDE_GAP), bottoms[short] - DEF_GAP)]
     return max(bottoms) - DEF_GAP
 
 
@@ -311,7 +317,8 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
                               for title, path, body in definitions(diagram, depth)]
     parts: list[Layout] = []
     heads: list[tuple[list, list, list]] = []
-    y = _shelves(main, defs, max_width, top, parts, heads)
+    free: list = []
+    y = _shelves(main, defs, max_width, top, parts, heads, free)
     width_now = max(max(p.width for p in parts), main.width)
     if len(defs) > 1 and not one_row and (y - top) * 6.5 / max(width_now, 1.0) > 6.0:
         # tall: try the definitions in two columns, each wrapped to half the page, and keep the shorter
@@ -320,9 +327,10 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
                   for title, path, body in definitions(diagram, depth)]
         parts2: list[Layout] = []
         heads2: list[tuple[list, list, list]] = []
-        y2 = _columns(main, narrow, half, top, parts2, heads2)
+        free2: list = []
+        y2 = _columns(main, narrow, half, top, parts2, heads2, free2)
         if y2 < y - 1.0:
-            y, parts, heads = y2, parts2, heads2
+            y, parts, heads, free = y2, parts2, heads2, free2
     formulas = dict(axis_formulas or {})
     shapes_title, title_labels = [], []
     bw = 0.0
@@ -345,8 +353,20 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
         entries.append((name, text, ctx.color(name)))
     right = max(max(p.width for p in parts), max((h[2][0].x + h[2][0].w + 40 for h in heads), default=0.0))
     width = max(right + MARGIN, bw + 2 * MARGIN, 220.0)
-    leg_shapes, leg_labels, leg_h = _legend(entries, y + 18, width)
-    height = y + 18 + leg_h + MARGIN
+    # the legend goes where the page ends soonest: under everything, or in the room beside the last shelf
+    # (or under the shorter column) when it fits there
+    leg_y, leg_x, leg_w = y + 18, MARGIN, width
+    _, _, below_h = _legend(entries, leg_y, width)
+    end = leg_y + below_h
+    for fx, fy in free:
+        avail = width - fx - MARGIN
+        if avail < 160 or not entries:
+            continue
+        _, _, h_here = _legend(entries, fy + 18, avail, fx + MARGIN)
+        if fy + 18 + h_here <= end - 1 and _legend_width(entries, avail) <= avail:
+            leg_y, leg_x, leg_w, end = fy + 18, fx + MARGIN, avail, max(y, fy + 18 + h_here)
+    leg_shapes, leg_labels, leg_h = _legend(entries, leg_y, leg_w, leg_x)
+    height = max(y, leg_y + leg_h) + MARGIN
     layers: tuple = ([], [], [], [], [])
     labels, boxes, tracks = [], [], []
     for p in parts:
@@ -413,8 +433,14 @@ def _drop_repeated_labels(shapes, labels, tracks, boxes, gap: float = 72.0):
     return out_shapes, [labels[i] for i in keep], out_tracks
 
 
-def _legend(entries, y0: float, width: float):
-    """A box listing every axis with its size, in as many columns as fit."""
+def _legend_width(entries, width: float) -> float:
+    cell = max(text_width(t, LABEL_SIZE) for _, t, _ in entries) + 34.0
+    ncol = max(1, min(len(entries), int((width - 2 * MARGIN - 12) // cell)))
+    return ncol * cell + 12
+
+
+def _legend(entries, y0: float, width: float, x0: float = MARGIN):
+    """A box listing every axis with its size, in as many columns as fit in `width`."""
     shapes: list = []
     labels: list = []
     if not entries:
@@ -425,7 +451,6 @@ def _legend(entries, y0: float, width: float):
     row_h = 15.0
     w = ncol * cell + 12
     h = 20 + nrow * row_h + 4
-    x0 = MARGIN
     shapes.append(_rect(x0, y0, w, h, 4.0, "#fbfbfb", "#c4cad3", 0.8, "legend"))
     shapes.append(Text(x0 + 8, y0 + 13, "axes", SMALL + 1, "#555555", True, False, "start", "legend"))
     for i, (name, text, color) in enumerate(entries):
