@@ -229,7 +229,7 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
 
     The figure comes first, without a heading; each definition has its heading above it.
     Returns the y below the last shelf; appends the placed bodies to `parts` and headings to `heads`,
-    and sets `free` to [(x, y)]: the room right of the last shelf.
+    and sets `free` to [(x, y, None)]: the room right of the last shelf, to the page's edge.
     """
     items = [(None, "", main, main.width)]
     for title, path, fig in defs:
@@ -242,7 +242,7 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
     def flush(y: float) -> float:
         if not shelf:
             return y
-        free[:] = [(x, y)]  # room right of this shelf, from its top (the last shelf's is what remains)
+        free[:] = [(x, y, None)]  # room right of this shelf, from its top (the last shelf's is what remains)
         headed = any(item[0] is not None for _, item in shelf)
         if headed and y > 0:
             y += DEF_GAP
@@ -273,7 +273,7 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
 
 def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
     """The figure, then its definitions in two columns (each goes under the shorter one); `free` is set to
-    [(x, y)]: the room under the shorter column."""
+    [(x, y, width)]: the room under the shorter column."""
     parts.append(_placed(main, 0.0, y))
     y += main.height + DEF_GAP
     bottoms = [y, y]
@@ -287,7 +287,7 @@ def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
         parts.append(_placed(fig, dx, yy + DEF_HEAD))
         bottoms[col] = yy + DEF_HEAD + fig.height + DEF_GAP
     short = 0 if bottoms[0] <= bottoms[1] else 1
-    free[:] = [(short * (half + DEF_SIDE_GAP), bottoms[short] - DEF_GAP)]
+    free[:] = [(short * (half + DEF_SIDE_GAP), bottoms[short] - DEF_GAP, half)]
     return max(bottoms) - DEF_GAP
 
 
@@ -358,8 +358,8 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     leg_y, leg_x, leg_w = y + 18, MARGIN, width
     _, _, below_h = _legend(entries, leg_y, width)
     end = leg_y + below_h
-    for fx, fy in free:
-        avail = width - fx - MARGIN
+    for fx, fy, fw in free:
+        avail = width - fx - MARGIN if fw is None else min(fw, width - fx - MARGIN)
         if avail < 160 or not entries:
             continue
         _, _, h_here = _legend(entries, fy + 18, avail, fx + MARGIN)
