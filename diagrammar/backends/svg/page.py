@@ -205,7 +205,7 @@ def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, m
 
 
 DEF_GAP = 16.0    # above a definition's heading
-DEF_HEAD = 34.0   # a definition's heading: the named block and "="
+DEF_HEAD = 30.0   # a definition's heading: the named block and "="
 
 
 def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
@@ -360,7 +360,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     end = leg_y + below_h
     for fx, fy, fw in free:
         avail = width - fx - MARGIN if fw is None else min(fw, width - fx - MARGIN)
-        if avail < 160 or not entries:
+        if avail < 120 or not entries:
             continue
         _, _, h_here = _legend(entries, fy + 18, avail, fx + MARGIN)
         if fy + 18 + h_here <= end - 1 and _legend_width(entries, avail) <= avail:

@@ -22,7 +22,7 @@ from .geometry import (INK, LABEL_SIZE, MARGIN, Circle, LabelGeom, Layout, Path,
                        TrackGeom, _label_box, _poly, text_width)
 
 PAGE_WIDTH = 760.0  # px; 10 px axis labels printed 6.5 in (468 pt) wide stay above 6 pt (468 / 76)
-ROW_GAP = 20.0      # between the bottom of one row and the top of the next
+ROW_GAP = 14.0      # between the bottom of one row and the top of the next
 ARROW = 6.0         # an arrowhead's length
 STORE_RUN = 12.0    # wire drawn past a row's last cut, before the arrowhead
 NAME_SIZE = LABEL_SIZE
