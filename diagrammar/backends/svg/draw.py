@@ -4,6 +4,14 @@ The output is deterministic: coordinates are printed with at most two
 decimals, attributes in a fixed order, and nothing depends on the clock,
 the platform or dict order. It is plain SVG 1.1 with no scripts, so it
 renders the same in browsers, cairosvg and Inkscape.
+
+The SVG is semantic: every element's `class` is its role (wire, box, dot,
+axis, port, panel, title, separator, loop, arrow, ...) then a kind class
+where one helps (`op-linear`), and `data-` attributes say what it draws:
+`data-wire` (the IR wire's dotted path; a contraction's cap joins two, space
+separated), `data-axis`, `data-op`, `data-box` (the box's dotted path, as
+``Diagram.walk`` names it) and `data-line` (the source line of the box, or of
+the box that made the wire).
 """
 from __future__ import annotations
 
@@ -45,6 +53,33 @@ def _paint(fill, stroke, width: float, dash) -> str:
     return " ".join(parts)
 
 
+# what a shape means, written in this order after its class (see geometry.Path.meta)
+META_ORDER = ("wire", "axis", "op", "box", "line")
+
+
+def _attr(value) -> str:
+    return escape(str(value), {'"': "&quot;"})
+
+
+def _meaning(role: str, meta: tuple) -> str:
+    """`class` (the role, then any kind classes) and the `data-` attributes of a shape, in a fixed order.
+
+    >>> _meaning("box", (("class", "op-linear"), ("box", "q"), ("op", "linear"), ("line", 3)))
+    'class="box op-linear" data-op="linear" data-box="q" data-line="3"'
+    """
+    classes = [role] if role else []
+    data: dict[str, str] = {}
+    for key, value in meta:
+        if key == "class":
+            classes.extend(c for c in str(value).split() if c not in classes)
+        elif value is not None and value != "":
+            data.setdefault(key, str(value))
+    out = [f'class="{_attr(" ".join(classes))}"']
+    out.extend(f'data-{k}="{_attr(data[k])}"' for k in META_ORDER if k in data)
+    out.extend(f'data-{k}="{_attr(data[k])}"' for k in sorted(data) if k not in META_ORDER)
+    return " ".join(out)
+
+
 def _text(t: Text) -> str:
     attrs = [f'x="{fmt(t.x)}"', f'y="{fmt(t.y)}"', f'font-size="{fmt(t.size)}"']
     if t.bold:
@@ -55,7 +90,7 @@ def _text(t: Text) -> str:
         attrs.append(f'text-anchor="{t.anchor}"')
     if t.color != "#222222":
         attrs.append(f'fill="{t.color}"')
-    return f'<text class="{t.role}" {" ".join(attrs)}>{escape(t.text)}</text>'
+    return f'<text {_meaning(t.role, t.meta)} {" ".join(attrs)}>{escape(t.text)}</text>'
 
 
 def to_svg(fig: Layout, *, title: str | None = None) -> str:
@@ -75,9 +110,10 @@ def _svg(fig: Layout, title: str | None) -> str:
     ]
     for s in fig.shapes:
         if isinstance(s, Path):
-            lines.append(f'<path class="{s.role}" d="{_d(s.cmds)}" {_paint(s.fill, s.stroke, s.width, s.dash)}/>')
+            lines.append(f'<path {_meaning(s.role, s.meta)} d="{_d(s.cmds)}" '
+                         f'{_paint(s.fill, s.stroke, s.width, s.dash)}/>')
         elif isinstance(s, Circle):
-            lines.append(f'<circle class="{s.role}" cx="{fmt(s.cx)}" cy="{fmt(s.cy)}" r="{fmt(s.r)}" '
+            lines.append(f'<circle {_meaning(s.role, s.meta)} cx="{fmt(s.cx)}" cy="{fmt(s.cy)}" r="{fmt(s.r)}" '
                          f'{_paint(s.fill, s.stroke, s.width, None)}/>')
         else:
             lines.append(_text(s))

@@ -32,8 +32,8 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e6820e", "#17a2b8", "#8
            "#6b8e23", "#4b4fb0", "#b8860b", "#2f4f4f")
 SCALAR = "#8a8a8a"
 INK = "#222222"
-FILL = {
-    "learned": "#fdf6c3", "norm": "#cce7cf", "soft": "#dccbe6", "index": "#c9c3e3", "reduce": "#c9dcbf",
+FILL = {  # normalisation's circle and softmax's triangle are open (white), as Abbott draws them
+    "learned": "#fdf6c3", "norm": "#ffffff", "soft": "#ffffff", "index": "#c9c3e3", "reduce": "#c9dcbf",
     "call": "#dbe5f3", "call_top": "#bfcfe8", "panel": "#f3f6fb", "panel_edge": "#aab8cf",
     "source": "#f2f2f2", "mark": "#ffffff", "repeat": "#555555",
 }
@@ -224,6 +224,7 @@ for _op in MARK_TEXT:
     KIND[_op] = "mark"
 NORM_TEXT = {"layernorm": "μσ", "rmsnorm": "rms"}  # small, inside the circle: which normalisation
 FOLDABLE = set(BINARY_TEXT)  # a constant operand of these is written on the mark
+COMMUTATIVE = {"add", "mul", "maximum", "minimum", "eq"}  # a constant on the left is written on the right
 
 
 def _lab(color: str) -> tuple[float, float, float]:
@@ -399,6 +400,18 @@ def _const_text(tree) -> str:
 
 def _atomic(tree) -> bool:
     return tree[0] in ("num", "axis") or (tree[0] == "fn" and tree[1] == "sqrt")
+
+
+SELECT_R = 6.0  # half the diagonal of the diamond that draws `where` (a selector)
+
+
+def selector_width(text: str) -> float:
+    """Width of a `where` junction: its diamond, and the constant branch written beside it.
+
+    >>> selector_width(""), round(selector_width("else 0"), 2)
+    (14.0, 40.87)
+    """
+    return 14.0 if not text else 2 * SELECT_R + 5.0 + text_width(text, SMALL)
 
 
 def where_text(when_true: str | None, when_false: str | None) -> str:

@@ -1,14 +1,20 @@
 """Backends, svg: the shapes of a placed figure (wires, glyphs, dots, labels, panels)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .geometry import (
+    BINARY_TEXT,
     BOX_SIZE,
+    COMMUTATIVE,
     FILL,
     INK,
     LABEL_SIZE,
     LANE_GAP,
     LOOP,
+    NORM_TEXT,
     PANEL_PAD,
+    SELECT_R,
     SMALL,
     BoxGeom,
     Circle,
@@ -18,12 +24,14 @@ from .geometry import (
     Text,
     TrackGeom,
     _bend,
+    _const_text,
     _hline,
     _label_box,
     _poly,
     _rect,
     _shift,
     text_width,
+    where_text,
 )
 from .nodes import _Band, _Node, _Seg
 
@@ -39,7 +47,10 @@ class _GlyphsMixin:
         self.parent = self.prefix[:-1] if self.prefix else ""
         self.emit_separators()
         for n in self.nodes:
+            self._start = [len(layer) for layer in self.L]
             self.emit_node(n)
+            if n.kind not in ("in", "out"):
+                self._tag_since(n)
         succ: dict[int, list[_Seg]] = {}
         for b in self.bands.values():
             for s in b.segs:
@@ -77,13 +88,114 @@ class _GlyphsMixin:
         return self.x_lab[c] if end else self.x_post[c]
 
     def emit_separators(self):
-        for m, l, p0, p1, mb, lt in self.ranges:
-            if (l.y + lt) - (m.y + mb) > LANE_GAP + 12:
-                continue  # far apart: a dashed line in empty space would separate nothing
-            y = (m.y + mb + l.y + lt) / 2
-            x0, x1 = self._pos_x(p0, False), self._pos_x(p1, True)
-            if x1 - x0 > 30:
-                self.L[0].append(Path(_hline(x0, x1, y), "#a3acb8", 0.8, None, "4 3", "separator"))
+        """Dashed lines between the parts of a tuple (Abbott's notation), never between unrelated lanes.
+
+        Two lanes side by side are parts of one tuple where they carry wires of one tuple value
+        (a tuple input or result, the results of one box, one tuple argument of a call) or a
+        copy and the lane it was copied from (a residual's skip path under its block).
+        """
+        groups = self._tuple_groups()
+        cover: dict[tuple[int, int], _Seg] = {}
+        for b in self.bands.values():
+            for sg in b.segs:
+                for p in range(sg.p0, sg.p1 + 1):
+                    cover[(sg.lane.id, p)] = sg
+        for m, l, p0, p1, _mb, _lt in self.ranges:
+            good, pair = [], []
+            for p in range(p0, p1 + 1):
+                sm, sl = cover.get((m.id, p)), cover.get((l.id, p))
+                good.append(None if sm is None or sl is None else _parts_of_a_tuple(sm, sl, groups))
+                pair.append((sm, sl))
+            for i, v in enumerate(good):  # a box between two stretches of the same tuple: go on past it
+                if v is None:
+                    good[i] = 0 < i < len(good) - 1 and good[i - 1] is True and good[i + 1] is True
+            i = 0
+            while i < len(good):
+                if not good[i]:
+                    i += 1
+                    continue
+                j = i
+                while j + 1 < len(good) and good[j + 1]:
+                    j += 1
+                x0, x1 = self._pos_x(p0 + i, False), self._pos_x(p0 + j, True)
+                ps = [p for p in range(p0 + i, p0 + j + 1) if p in m.prof and p in l.prof]
+                mb = max((m.prof[p][1] for p in ps), default=0.0)
+                lt = min((l.prof[p][0] for p in ps), default=0.0)
+                y = (m.y + mb + l.y + lt) / 2
+                # not when far apart (a dashed line in empty space separates nothing) or short;
+                # data-wire: the parts it separates, those above first
+                if x1 - x0 > 30 and ps and (l.y + lt) - (m.y + mb) <= LANE_GAP + 12:
+                    parts = [sg for k in range(i, j + 1) for sg in pair[k] if sg is not None]
+                    names = " ".join(dict.fromkeys(self.prefix + sg.band.wire for sg in
+                                                   sorted(parts, key=lambda sg: sg.lane is not m)))
+                    self.L[0].append(Path(_hline(x0, x1, y), "#a3acb8", 0.8, None, "4 3", "separator",
+                                          (("wire", names),)))
+                i = j + 1
+
+    def _tuple_groups(self) -> dict[str, list[tuple[int, str, str]]]:
+        """Wire -> the tuple values it is a part of: (number, where the tuple is, its box).
+
+        A tuple is one only where it is whole: an input tuple where its parts come in, the
+        results of a box where they leave it, a returned tuple or a call's tuple argument
+        where its parts are read.
+        """
+        groups: dict[str, list[tuple[int, str, str]]] = {}
+        count = 0
+
+        def add(ws, where: str, box: str = ""):
+            nonlocal count
+            if len(set(ws)) > 1:
+                for w in ws:
+                    groups.setdefault(w, []).append((count, where, box))
+                count += 1
+
+        d = self.d
+        for p in d.inputs:
+            add(p.wires, "input")
+        add(d.output.wires, "read")
+        for b in d.boxes:
+            add(b.outputs, "node", b.name)
+            if b.body is not None:  # a call's arguments, as its circuit's parameters group them
+                i = 0
+                for p in b.body.inputs:
+                    add(b.inputs[i:i + len(p.wires)], "read", b.name)
+                    i += len(p.wires)
+        return groups
+
+    # ------------------------------------------------ what the shapes mean
+
+    def _line(self, box) -> int | None:
+        span = getattr(box, "span", None) if box is not None else None
+        return span.line if span is not None else None
+
+    def _wire_meta(self, b: _Band, axis: str) -> tuple:
+        """A wire's meaning: its dotted path, the axis, the source line of the box that made it."""
+        line = self._line(b.producer.box) if b.producer is not None else None
+        meta = (("wire", self.prefix + b.wire),)
+        if axis:
+            meta += (("axis", axis),)
+        return meta + ((("line", line),) if line is not None else ())
+
+    def _tag_since(self, n: _Node):
+        """Give the shapes drawn for node n since self._start the node's meaning."""
+        for layer, start in zip(self.L, self._start):
+            for k in range(start, len(layer)):
+                layer[k] = self._with_meta(layer[k], n)
+        self._start = [len(layer) for layer in self.L]
+
+    def _with_meta(self, s, n: _Node):
+        have = {k for k, _ in s.meta}
+        add = []
+        if s.role in ("box", "panel", "paren", "loop", "arrow", "title"):
+            add.append(("class", f"op-{n.op}"))
+        if "op" not in have:
+            add.append(("op", n.op))
+        if "box" not in have:
+            add.append(("box", n.path))
+        line = self._line(n.box)
+        if "line" not in have and line is not None:
+            add.append(("line", line))
+        return replace(s, meta=s.meta + tuple(add))
 
     def _wire_style(self, dtype: str, axis: str) -> tuple[float, str | None]:
         if dtype != "float":
@@ -96,6 +208,7 @@ class _GlyphsMixin:
         wpath = self.prefix + b.wire
         shift = self._fan_shifts(s, successors)
         for t, a in enumerate(b.axes):
+            meta = self._wire_meta(b, a)
             y = ly + s.offs[t]
             color = self.ctx.color(a)
             width, dash = self._wire_style(b.dtype, a)
@@ -164,11 +277,11 @@ class _GlyphsMixin:
             if ended:
                 pieces.append((("M", x_h1, y - 3.5), ("L", x_h1, y + 3.5)))
             if pieces:  # one path per track: its run and bends as subpaths
-                wires.append(Path(tuple(c for cmds in pieces for c in cmds), color, width, None, dash, "wire"))
+                wires.append(Path(tuple(c for cmds in pieces for c in cmds), color, width, None, dash, "wire", meta))
             for xb in sorted(branch):
                 out = branch[xb] + (1 if x_h1 > xb + 0.5 else 0)
                 if out >= 2:
-                    dots.append(Circle(xb, y, 2.6, color, None, 1.0, "dot"))
+                    dots.append(Circle(xb, y, 2.6, color, None, 1.0, "dot", meta))
             # the label
             lid = -1
             if a:
@@ -176,7 +289,7 @@ class _GlyphsMixin:
                     bx, by, bw, bh = _label_box(label_x, y - 3.0, a, LABEL_SIZE)
                     lid = len(self.labels)
                     self.labels.append(LabelGeom(a, "axis", bx, by, bw, bh, self.parent, wpath, a, y))
-                    self.L[4].append(Text(label_x, y - 3.0, a, LABEL_SIZE, color, False, True, "start", "axis"))
+                    self.L[4].append(Text(label_x, y - 3.0, a, LABEL_SIZE, color, False, True, "start", "axis", meta))
                 elif s.inherit[t] is not None:
                     src, j = s.inherit[t]
                     lid = j if src == "label" else src.label_ids[j]
@@ -240,7 +353,8 @@ class _GlyphsMixin:
                     name = self.port_name(w)
                     bx, by, bw, bh = _label_box(x, y, name, LABEL_SIZE, anchor="end")
                     self.labels.append(LabelGeom(name, "port", bx, by, bw, bh, self.parent, self.prefix + w))
-                    self.L[4].append(Text(x, y, name, LABEL_SIZE, "#444444", False, False, "end", "port"))
+                    self.L[4].append(Text(x, y, name, LABEL_SIZE, "#444444", False, False, "end", "port",
+                                          (("wire", self.prefix + w),)))
             return
         if n.kind == "out":
             return
@@ -262,19 +376,39 @@ class _GlyphsMixin:
                 fill = FILL["learned"] if n.op in ("linear", "conv") else FILL["reduce"]
                 glyphs.append(_rect(x0, top, w, h, 3.0, fill, INK, 1.1, "box"))
                 self._text_in(x0 + w / 2, (top + bot) / 2, n)
-            elif kind == "norm":
-                glyphs.append(_rect(x0, top, w, h, min(h, w) / 2, FILL["norm"], INK, 1.1, "box"))
-                self._text_in(x0 + w / 2, (top + bot) / 2, n)
+            elif kind == "norm":  # Abbott's normalisation: a circle over the axes it normalises
+                r = min(w, h) / 2
+                cx, cy = x0 + w / 2, (top + bot) / 2
+                if w > 2 * r + 0.5:  # wider than the circle: the covered wires run on up to it
+                    stubs = []
+                    for ys_, xa_, xb_ in ((n.in_ports.get(n.prim, []) if n.prim is not None else [], x0, cx),
+                                          ([y for o in n.outs.values() for y in o.ports], cx, x0 + w)):
+                        for yy in ys_:
+                            y_abs = ly + yy
+                            if top < y_abs < bot and abs(y_abs - cy) < r:
+                                dx = (r * r - (y_abs - cy) ** 2) ** 0.5
+                                xs_ = (xa_, cx - dx) if xa_ < cx else (cx + dx, xb_)
+                                if xs_[1] - xs_[0] > 0.3:
+                                    stubs.extend(_hline(xs_[0], xs_[1], y_abs))
+                    if stubs:
+                        glyphs.append(Path(tuple(stubs), INK, 1.2, None, None, "stub"))
+                glyphs.append(Circle(cx, cy, r, FILL["norm"], INK, 2.0, "box"))  # a thick outline, as Abbott's
+                letters = NORM_TEXT.get(n.op, "")
+                if letters:
+                    size = min(SMALL, 1.5 * r / max(text_width(letters, 1.0), 0.1))
+                    texts.append(Text(cx, cy + size * 0.36, letters, size, INK, False, True, "middle", "box"))
+                self._text_in(cx, cy, n)
             elif kind == "index":
                 pts = [(x0, top), (x0 + w - 7, top), (x0 + w, (top + bot) / 2), (x0 + w - 7, bot), (x0, bot)]
                 fill = FILL["learned"] if n.op == "embed" else FILL["index"]
                 glyphs.append(_poly(pts, fill, INK, 1.1, "box"))
                 self._text_in(x0 + (w - 7) / 2 + 1, (top + bot) / 2, n)
             elif kind == "soft":
-                pts = [(x0, top), (x0 + w, (top + bot) / 2), (x0, bot)]
-                glyphs.append(_poly(pts, FILL["soft"], INK, 1.1, "box"))
+                # as Abbott draws it: the apex meets the incoming wire, the flat side faces the output
+                pts = [(x0 + w, top), (x0, (top + bot) / 2), (x0 + w, bot)]
+                glyphs.append(_poly(pts, FILL["soft"], INK, 1.3, "box"))
                 if n.op == "log_softmax":  # written inside, near the base where the triangle is tall
-                    texts.append(Text(x0 + 2.5, (top + bot) / 2 + 2.6, "log", 7.5, INK, False, False, "start",
+                    texts.append(Text(x0 + w - 2.5, (top + bot) / 2 + 2.6, "log", 7.5, INK, False, False, "end",
                                       "box"))
             elif kind == "bar":
                 glyphs.append(_rect(x0, top, w, h, 1.0, INK, None, 0.0, "box"))
@@ -303,14 +437,18 @@ class _GlyphsMixin:
             yc = ly + (t0 + t1) / 2
             for ax in (cx - tw / 2 + 4, cx + tw / 2 - 8.5):
                 glyphs.append(_poly([(ax, yc - 2.5), (ax + 4.5, yc), (ax, yc + 2.5)], "#555555", None, 0.0, "box"))
-            texts.append(Text(cx, yc + 3.1, g["text"], SMALL + 1, INK, False, False, "middle", "box"))
+            text = self._fold_text(n) or g["text"]
+            size = _fit(text, SMALL + 1, tw - 20.0)
+            texts.append(Text(cx, yc + size * 0.345, text, size, INK, False, False, "middle", "box"))
             self._box(n, kind, cx - tw / 2, ly + t0, tw, t1 - t0)
             self.emit_annotation(n, cx, ly + max(n.outs[0].ports, default=0.0) + 2)
         elif kind == "junction":
             cx = n.in_x
             sym = g["sym"]
             yc = ly + g["top_y"] - 9.5
-            if len(sym) == 1:
+            if n.op == "where":  # a selector: a diamond, with a constant branch written beside it
+                self.emit_selector(n, cx, yc, w)
+            elif len(sym) == 1:
                 glyphs.append(Circle(cx, yc, 5.5, "#ffffff", INK, 0.9, "box"))
                 texts.append(Text(cx, yc + 3.3, sym, 9.0, INK, True, False, "middle", "box"))
                 self._box(n, kind, cx - 5.5, yc - 5.5, 11.0, 11.0)
@@ -326,6 +464,13 @@ class _GlyphsMixin:
             xa, xm = n.in_x, n.out_x
             cap_w = g["cap_w"]
             ys = []
+            owner = self._operand_wires(n)
+
+            def wmeta(a, *yys):
+                names = " ".join(dict.fromkeys(owner[(a, round(v, 3))] for v in yys if (a, round(v, 3)) in owner))
+                return (("wire", names), ("axis", a)) if names else (("axis", a),)
+
+            widest = max((yl for _, yl in g["caps"] if len(yl) == 2), key=lambda yl: yl[1] - yl[0], default=None)
             for a, yl in g["caps"]:
                 color = self.ctx.color(a)
                 ys.extend(yl)
@@ -333,28 +478,32 @@ class _GlyphsMixin:
                     y1, y2 = ly + yl[0], ly + yl[1]
                     k = (y2 - y1) / 2 * 4 / 3
                     wires.append(Path((("M", xa, y1), ("C", xa + k, y1, xa + k, y2, xa, y2)), color, 1.6, None,
-                                      None, "wire"))
+                                      None, "wire", wmeta(a, *yl)))
+                    if yl is widest:  # the flow out of the cap, as Abbott draws it: an arrow from its apex
+                        self.emit_cap_arrow(xa + (y2 - y1) / 2, (y1 + y2) / 2, xa + cap_w + 3.0)
                 else:
                     xv = xa + 6
                     for yy in yl:
-                        wires.append(Path(_hline(xa, xv, ly + yy), color, 1.6, None, None, "wire"))
-                        dots.append(Circle(xv, ly + yy, 2.4, color, None, 1.0, "dot"))
-                    wires.append(Path((("M", xv, ly + yl[0]), ("L", xv, ly + yl[-1])), color, 1.6, None, None, "wire"))
+                        wires.append(Path(_hline(xa, xv, ly + yy), color, 1.6, None, None, "wire", wmeta(a, yy)))
+                        dots.append(Circle(xv, ly + yy, 2.4, color, None, 1.0, "dot", wmeta(a, yy)))
+                    wires.append(Path((("M", xv, ly + yl[0]), ("L", xv, ly + yl[-1])), color, 1.6, None, None, "wire",
+                                      wmeta(a, *yl)))
             for a, yy in g["stubs"]:
                 color = self.ctx.color(a)
                 ys.append(yy)
-                wires.append(Path(_hline(xa, xa + 5, ly + yy), color, 1.6, None, None, "wire"))
+                wires.append(Path(_hline(xa, xa + 5, ly + yy), color, 1.6, None, None, "wire", wmeta(a, yy)))
                 wires.append(Path((("M", xa + 5, ly + yy - 3.5), ("L", xa + 5, ly + yy + 3.5)), color, 1.6, None,
-                                  None, "wire"))
+                                  None, "wire", wmeta(a, yy)))
             for a, y_in, row, _ in g["merges"]:
                 color = self.ctx.color(a)
                 ys.extend([y_in, row])
                 x1 = xa + cap_w
-                wires.append(Path(_hline(xa, x1, ly + y_in), color, 1.6, None, None, "wire"))
+                wires.append(Path(_hline(xa, x1, ly + y_in), color, 1.6, None, None, "wire", wmeta(a, y_in)))
                 if abs(row - y_in) > 0.01:
-                    wires.append(Path(_bend(x1, ly + y_in, xm, ly + row), color, 1.6, None, None, "wire"))
+                    wires.append(Path(_bend(x1, ly + y_in, xm, ly + row), color, 1.6, None, None, "wire",
+                                      wmeta(a, y_in)))
                 else:
-                    wires.append(Path(_hline(x1, xm, ly + row), color, 1.6, None, None, "wire"))
+                    wires.append(Path(_hline(x1, xm, ly + row), color, 1.6, None, None, "wire", wmeta(a, y_in)))
             for d in g["dots"]:
                 dots.append(Circle(xm, ly + d, 2.8, INK, None, 1.0, "dot"))
             ys.extend(n.in_ports[n.prim] if n.prim is not None else [])
@@ -383,13 +532,78 @@ class _GlyphsMixin:
         elif kind in ("panel", "repeat"):
             self.emit_panel(n)
 
+    def _operand_wires(self, n: _Node) -> dict[tuple[str, float], str]:
+        """(axis, port offset) -> the dotted path of the operand wire that enters there."""
+        out: dict[tuple[str, float], str] = {}
+        for i, w in enumerate(n.inputs):
+            b = self.bands.get(w)
+            if b is None:
+                continue
+            for a, y in zip(b.axes, n.in_ports.get(i, [])):
+                out.setdefault((a, round(y, 3)), self.prefix + w)
+        return out
+
+    def emit_cap_arrow(self, x_apex: float, y: float, x_tip: float):
+        """An arrowhead leaving a contraction's cap: the direction the contracted value flows."""
+        x_tip = max(x_tip, x_apex + CAP_ARROW + 1.0)
+        x_base = x_tip - CAP_ARROW
+        if x_base > x_apex + 0.3:
+            self.L[2].append(Path(_hline(x_apex, x_base + 0.5, y), INK, 1.1, None, None, "arrow"))
+        self.L[2].append(_poly([(x_base, y - CAP_ARROW * 0.55), (x_tip, y), (x_base, y + CAP_ARROW * 0.55)],
+                               INK, None, 0.0, "arrow"))
+
+    def _folded(self, n: _Node) -> list[str | None]:
+        """Per input of n's box: the text of the constant folded into it, None for a wire drawn."""
+        box = n.box
+        if box is None:
+            return []
+        consts = getattr(self, "_consts", None)
+        if consts is None:
+            consts = self._consts = {b.outputs[0]: b for b in self.d.boxes if b.op == "const" and b.outputs}
+        drawn = set(n.inputs)
+        return [None if w in drawn or w not in consts else _const_text(consts[w].attr("value", ("num", 0.0)))
+                for w in box.inputs]
+
+    def _fold_text(self, n: _Node) -> str:
+        """What a mark with folded constants writes: `else 0` for where(c, x, 0), `×5` for 5 * x."""
+        if not n.const_text or n.box is None:
+            return ""
+        folded = self._folded(n)
+        if n.op == "where" and len(folded) == 3:
+            return where_text(folded[1], folded[2])
+        if n.op in COMMUTATIVE and len(folded) == 2 and folded[0] is not None and folded[1] is None:
+            sym = BINARY_TEXT.get(n.op, n.op)
+            return f"{sym}{folded[0]}" if len(sym) == 1 else f"{sym} {folded[0]}"
+        return ""
+
+    def emit_selector(self, n: _Node, cx: float, yc: float, w: float):
+        """`where`: a diamond (a choice) over the junction, a constant branch written beside it."""
+        glyphs, texts = self.L[2], self.L[4]
+        text = self._fold_text(n) if n.const_text else ""
+        r = SELECT_R
+        size = SMALL
+        if text:  # room as geometry.selector_width gives it
+            room = w - 2 * r - 5.0
+            size = _fit(text, SMALL, room)
+            group = 2 * r + 2.0 + text_width(text, size)
+            xd = cx - group / 2 + r
+        else:
+            xd = cx
+        glyphs.append(_poly([(xd, yc - r), (xd + r, yc), (xd, yc + r), (xd - r, yc)], "#ffffff", INK, 0.9, "box"))
+        texts.append(Text(xd, yc + 2.9, "?", 8.0, INK, True, False, "middle", "box"))
+        x_left = xd - r
+        if text:
+            texts.append(Text(xd + r + 2.0, yc + size * 0.36, text, size, INK, False, False, "start", "box"))
+        self._box(n, "junction", x_left, yc - r, (cx - x_left) * 2 if not text else group, 2 * r)
+
     def emit_annotation(self, n: _Node, cx: float, below: float):
         if not n.annotation:
             return
         y = below + SMALL + 1
         bx, by, bw, bh = _label_box(cx, y, n.annotation, SMALL, anchor="middle")
         self.labels.append(LabelGeom(n.annotation, "annotation", bx, by, bw, bh, self.parent))
-        self.L[4].append(Text(cx, y, n.annotation, SMALL, "#5f6b7a", False, False, "middle", "annotation"))
+        self.L[4].append(Text(cx, y, n.annotation, SMALL, "#5f6b7a", False, False, "middle", "annotation",
+                              (("box", n.path),)))
 
     def emit_loop(self, n: _Node, top: float, bot: float):
         """A scan's carry: from its state output back over (or under) the block to its state input."""
@@ -450,9 +664,11 @@ class _GlyphsMixin:
             self._box(n, "panel", px0, top, pw_, bot - top)
             if n.op == "scan":
                 self.emit_loop(n, top, bot)
+        self._tag_since(n)  # the panel's own shapes; the body's carry their own meaning
         # the body, moved into place
         for layer, shapes in zip(self.L, frame.layers):
             layer.extend(_shift(s, fx, fy) for s in shapes)
+        self._start = [len(layer) for layer in self.L]
         base = len(self.labels)
         for lb in frame.labels:
             self.labels.append(LabelGeom(lb.text, lb.kind, lb.x + fx, lb.y + fy, lb.w, lb.h, lb.parent, lb.wire,
@@ -468,6 +684,38 @@ class _GlyphsMixin:
 
 
 FAN_STEP = 14.0  # between the starts of bends that leave one run at one place
+CAP_ARROW = 6.0  # length of the arrowhead leaving a contraction's cap
+
+
+def _fit(text: str, size: float, room: float, least: float = 6.5) -> float:
+    """The font size (at most `size`, at least `least`) at which `text` fits in `room` px."""
+    w = text_width(text, size)
+    if w <= room or w <= 0:
+        return size
+    return max(least, size * room / w)
+
+
+def _parts_of_a_tuple(a: _Seg, b: _Seg, groups: dict[str, list[tuple[int, str, str]]]) -> bool:
+    """Whether two segments side by side are parts of one tuple (see emit_separators)."""
+    if a.band.wire != b.band.wire:
+        ga = {g for g, where, box in groups.get(a.band.wire, ()) if _whole(a, where, box)}
+        if ga and any(g in ga for g, where, box in groups.get(b.band.wire, ()) if _whole(b, where, box)):
+            return True
+    for x, y in ((a, b), (b, a)):  # a copy and the lane it branched from
+        if x.start == "branch" and x.prev is not None and x.prev.lane is y.lane:
+            return True
+    return False
+
+
+def _whole(s: _Seg, where: str, box: str) -> bool:
+    """Whether segment s is its wire where the tuple is whole (see _tuple_groups)."""
+    if where == "input":
+        return s.start == "input"
+    if where == "node":
+        return s.start == "node" and s.band.producer.box is not None and s.band.producer.box.name == box
+    # read by the output (box "") or by the box
+    return any((r.node.kind == "out") if not box else (r.node.box is not None and r.node.box.name == box)
+               for r in s.reads)
 
 
 def _fan_bend(x0: float, y0: float, x1: float, y1: float, src, dst, t: int) -> tuple:

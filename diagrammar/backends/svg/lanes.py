@@ -37,6 +37,7 @@ from ...ir import Diagram
 from .geometry import (
     BINARY_TEXT,
     BOT_PAD,
+    COMMUTATIVE,
     FOLDABLE,
     KIND,
     LABEL_SIZE,
@@ -52,6 +53,7 @@ from .geometry import (
     _bend_width,
     _const_text,
     text_width,
+    where_text,
 )
 from .glyphs import _GlyphsMixin
 from .nodes import _axes_of, _Band, _Ctx, _Lane, _Node, _Out, _Read, _Seg
@@ -113,17 +115,17 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             kind = KIND.get(b.op, "box")
             const_text = ""
             if b.op == "where" and len(inputs) < len(b.inputs):
-                a_, b_ = (folded.get(w, "·") for w in b.inputs[1:])
-                const_text = f"? {a_} : {b_}"
+                const_text = where_text(*(folded.get(w) for w in b.inputs[1:]))
                 if len(inputs) == 1:
                     kind = "mark"
             elif kind == "junction" and len(inputs) == 1 and len(b.inputs) == 2:
                 kind = "mark"
                 sym = BINARY_TEXT[b.op]
-                if b.inputs[0] in folded:
+                if b.inputs[0] in folded and b.op not in COMMUTATIVE:
                     const_text = f"{folded[b.inputs[0]]} {sym} ·"
-                else:
-                    const_text = f"{sym}{folded[b.inputs[1]]}" if len(sym) == 1 else f"{sym} {folded[b.inputs[1]]}"
+                else:  # x + 1; 5 * x is written x * 5
+                    c = folded.get(b.inputs[1], folded.get(b.inputs[0]))
+                    const_text = f"{sym}{c}" if len(sym) == 1 else f"{sym} {c}"
             if kind in ("call", "scan") and self.depth > 0 and b.body is not None:
                 kind = "panel"
             node = _Node(len(nodes), kind, b.op, b, self.prefix + b.name, inputs, list(b.outputs))
@@ -253,6 +255,10 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             seg = _Seg(b, lane, [i * PITCH for i in range(len(axes))], 2 * c0, "input", c0)
             b.segs.append(seg)
         n.lane = self.lanes[0] if self.lanes else None
+
+    def axis_label(self, s: _Seg, axis: str) -> str:
+        """The text of a track's axis label: the axis, and on an input its size where the style says so."""
+        return self.ctx.input_label(axis) if s.start == "input" and not self.nested else axis
 
     def port_name(self, wire: str) -> str:
         """An input's name in the figure: what the program unpacked it as (`value`, not `state.1`)."""
@@ -476,7 +482,8 @@ class _Builder(_PortsMixin, _GlyphsMixin):
                         dy = (r.lane.y + r.ports[t]) - (y0 + s.offs[t])
                         if abs(dy) > 0.01 or not r.in_lane:
                             pre[r.col - 1] = max(pre[r.col - 1], _bend_width(dy), 12.0)
-                widths = [text_width(a, LABEL_SIZE) + 6.0 for a, on in zip(b.axes, s.labelled) if on and a]
+                widths = [text_width(self.axis_label(s, a), LABEL_SIZE) + 6.0
+                          for a, on in zip(b.axes, s.labelled) if on and a]
                 wmax = max(widths, default=0.0)
                 if s.start == "branch":
                     colw[s.col] = max(colw[s.col], wmax + 4.0)

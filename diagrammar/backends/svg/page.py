@@ -294,12 +294,9 @@ def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
 DEF_SIDE_GAP = 18.0  # between two definitions side by side
 
 
-def _styled_colors(diagram: Diagram, style: Style) -> dict[str, str]:
-    colors = axis_colors(diagram)
-    if style.palette is None:
-        return colors
-    screen = {c: i for i, c in enumerate(PALETTE)}
-    return {a: style.palette[screen.get(c, i) % len(style.palette)] for i, (a, c) in enumerate(sorted(colors.items()))}
+def _styled_colors(diagram: Diagram, style: Style, depth: int) -> dict[str, str]:
+    """A colour per axis the figure draws, axes drawn together in different colours (see axis_colors)."""
+    return axis_colors(diagram, depth, style.palette or PALETTE)
 
 
 def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, max_width) -> Layout:
@@ -308,7 +305,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     if style.sizes_on_inputs:
         sizes = {name: str(size) for name, size in _legend_axes(diagram, depth).items()
                  if size.is_const and str(size) != name}
-    ctx = _Ctx(_styled_colors(diagram, style), dict(annotations or {}), sizes)
+    ctx = _Ctx(_styled_colors(diagram, style, depth), dict(annotations or {}), sizes)
     title_lines = _signature(diagram)
     title_y = MARGIN + 12
     top = title_y + 14 + (len(title_lines) - 1) * 16

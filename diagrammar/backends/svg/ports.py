@@ -17,6 +17,7 @@ from .geometry import (
     TOP_PAD,
     _bend_width,
     _box_text,
+    selector_width,
     text_width,
 )
 from .nodes import _axes_of, _Node, _Out
@@ -322,8 +323,10 @@ class _PortsMixin:
         n.g["sym"] = sym
         n.g["dots"] = [pos[a] for a in order if merge_count[a] >= 2]
         n.g["top_y"] = top_y
-        wide = len(sym) > 1
-        n.width = text_width(sym, SMALL + 1) + 10.0 if wide else 14.0
+        if n.op == "where":  # a diamond, and the constant branch written beside it
+            n.width = selector_width(n.const_text)
+        else:
+            n.width = text_width(sym, SMALL + 1) + 10.0 if len(sym) > 1 else 14.0
         n.top = top_y - TOP_PAD
         n.bottom = max(pos.values()) + BOT_PAD
 
@@ -407,7 +410,7 @@ class _PortsMixin:
                 if a in result:
                     merges.append((a, y, rows[a], a in main_axes or rows[a] != y))
                     bend = max(bend, _bend_width(rows[a] - y))
-        cap_w = max(r_max, 4.0 if stubs else 0.0) + 6.0
+        cap_w = max(r_max, 4.0 if stubs else 0.0) + (12.0 if caps else 6.0)  # room for the cap's arrow
         n.g.update(caps=caps, merges=merges, stubs=stubs, cap_w=cap_w, bend=bend,
                    dots=[rows[a] for a in order if sum(1 for m in merges if m[0] == a) + (a in main_axes) >= 2])
         n.width = cap_w + max(bend, 8.0) + 4.0

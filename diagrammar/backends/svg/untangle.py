@@ -13,13 +13,12 @@ order.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
-from .geometry import Path
 import math
+from dataclasses import replace
 
 import numpy as np
 
+from .geometry import Path
 from .quality import ENDPOINT_PX, MERGE_PX, PILEUP_PX, _clusters, _near_pairs, _polylines
 
 TURNS = (0.5, 0.36, 0.64, 0.26, 0.74, 0.44, 0.56)  # where a bend turns, as a fraction of its gap

@@ -18,8 +18,20 @@ import bisect
 import re
 from dataclasses import replace
 
-from .geometry import (INK, LABEL_SIZE, MARGIN, Circle, LabelGeom, Layout, Path, Text,
-                       TrackGeom, _label_box, _poly, text_width)
+from .geometry import (
+    INK,
+    LABEL_SIZE,
+    MARGIN,
+    Circle,
+    LabelGeom,
+    Layout,
+    Path,
+    Text,
+    TrackGeom,
+    _label_box,
+    _poly,
+    text_width,
+)
 
 PAGE_WIDTH = 760.0  # px; 10 px axis labels printed 6.5 in (468 pt) wide stay above 6 pt (468 / 76)
 ROW_GAP = 14.0      # between the bottom of one row and the top of the next
