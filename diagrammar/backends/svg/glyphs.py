@@ -429,6 +429,12 @@ class _GlyphsMixin:
                     self.emit_loop(n, top, bot)
             self._box(n, kind, x0, top, w, h)
             self.emit_annotation(n, x0 + w / 2, bot)
+        elif kind == "scale":  # drawn by the contraction it scales, on its arrow
+            host = next((m for m in self.nodes if m.kind == "contract" and n.inputs[0] in m.outputs), None)
+            at = host.g.get("scale_at") if host is not None else None
+            x, y, w, h = at if at is not None else (n.in_x - 1, ly - 4, 2.0, 8.0)
+            # drawn inside the contraction's glyph: that box is its parent
+            self.boxes.append(BoxGeom(n.path, n.op, kind, x, y, w, h, host.path if host is not None else self.parent))
         elif kind == "mark":
             t0, t1 = g["tag"]
             cx = n.in_x
@@ -481,6 +487,15 @@ class _GlyphsMixin:
                                       None, "wire", wmeta(a, *yl)))
                     if yl is widest:  # the flow out of the cap, as Abbott draws it: an arrow from its apex
                         self.emit_cap_arrow(xa + (y2 - y1) / 2, (y1 + y2) / 2, xa + cap_w + 3.0)
+                        if g.get("scale"):  # the scale on the arrow (Abbott's ∗k^-1/2)
+                            tx, ty = xa + (y2 - y1) / 2 + 2.0, (y1 + y2) / 2 - 3.5
+                            m = g["scale_node"]
+                            meta = (("class", f"op-{m.op}"), ("op", m.op), ("box", m.path))
+                            line = self._line(m.box)
+                            texts.append(Text(tx, ty, g["scale"], SMALL + 1, INK, False, True, "start", "box",
+                                              meta + ((("line", line),) if line is not None else ())))
+                            g["scale_at"] = (tx, ty - (SMALL + 1) * 0.93, text_width(g["scale"], SMALL + 1),
+                                             (SMALL + 1) * 1.16)
                 else:
                     xv = xa + 6
                     for yy in yl:

@@ -135,9 +135,26 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             node.types = [self.types[w] for w in b.outputs]
             node.annotation = self.ctx.annotations.get(self.prefix + b.name, "")
             nodes.append(node)
+        self._scales_on_arrows(nodes, readers, outputs)
         self.out_node = _Node(len(nodes), "out", "out", None, "", list(d.output.wires), [])
         nodes.append(self.out_node)
         self.nodes = nodes
+
+    def _scales_on_arrows(self, nodes: list[_Node], readers: dict, outputs: set):
+        """A contraction scaled by a constant (``dot(q, k, over = dk) / sqrt(dk)``) has the scale written on
+        its cap's arrow, as Abbott writes ``∗k^-1/2``, not in a mark further along the wire."""
+        made_by = {w: n for n in nodes for w in n.outputs}
+        for n in nodes:
+            if n.kind != "mark" or n.op not in ("mul", "div") or not n.const_text or len(n.inputs) != 1:
+                continue
+            src = made_by.get(n.inputs[0])
+            if src is None or src.kind != "contract" or "scale" in src.g:
+                continue
+            if len(readers.get(n.inputs[0], ())) != 1 or n.inputs[0] in outputs:
+                continue
+            src.g["scale"] = n.const_text.replace("÷", "∗ ").replace("×", "∗ ") if n.op == "mul" else n.const_text
+            n.kind = "scale"
+            src.g["scale_node"] = n
 
     def columns(self):
         producer: dict[str, _Node] = {}

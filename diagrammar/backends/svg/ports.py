@@ -29,6 +29,9 @@ class _PortsMixin:
         kind = n.kind
         if kind == "mark":
             self.ports_mark(n, reads)
+        elif kind == "scale":  # written on the contraction's arrow: here only the wires running on
+            self.ports_mark(n, reads)
+            n.width = 2.0
         elif kind == "junction":
             self.ports_junction(n, reads)
         elif kind == "contract":
@@ -411,6 +414,8 @@ class _PortsMixin:
                     merges.append((a, y, rows[a], a in main_axes or rows[a] != y))
                     bend = max(bend, _bend_width(rows[a] - y))
         cap_w = max(r_max, 4.0 if stubs else 0.0) + (12.0 if caps else 6.0)  # room for the cap's arrow
+        if caps and n.g.get("scale"):  # and for the scale written over it
+            cap_w = max(cap_w, r_max + text_width(n.g["scale"], SMALL + 1) + 10.0)
         n.g.update(caps=caps, merges=merges, stubs=stubs, cap_w=cap_w, bend=bend,
                    dots=[rows[a] for a in order if sum(1 for m in merges if m[0] == a) + (a in main_axes) >= 2])
         n.width = cap_w + max(bend, 8.0) + 4.0
