@@ -286,10 +286,12 @@ class _GlyphsMixin:
             lid = -1
             if a:
                 if s.labelled[t]:
-                    bx, by, bw, bh = _label_box(label_x, y - 3.0, a, LABEL_SIZE)
+                    text = self.axis_label(s, a)  # the axis; on an input, its size too where the style says so
+                    bx, by, bw, bh = _label_box(label_x, y - 3.0, text, LABEL_SIZE)
                     lid = len(self.labels)
-                    self.labels.append(LabelGeom(a, "axis", bx, by, bw, bh, self.parent, wpath, a, y))
-                    self.L[4].append(Text(label_x, y - 3.0, a, LABEL_SIZE, color, False, True, "start", "axis", meta))
+                    self.labels.append(LabelGeom(text, "axis", bx, by, bw, bh, self.parent, wpath, a, y))
+                    self.L[4].append(Text(label_x, y - 3.0, text, LABEL_SIZE, color, False, True, "start", "axis",
+                                          meta))
                 elif s.inherit[t] is not None:
                     src, j = s.inherit[t]
                     lid = j if src == "label" else src.label_ids[j]

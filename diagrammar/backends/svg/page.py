@@ -210,14 +210,15 @@ DEF_HEAD = 30.0   # a definition's heading: the named block and "="
 
 def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
     """A definition's heading, Abbott's way: the collapsed block (a small prism with its name), then "="."""
+    meta = (("box", path), ("op", "definition"))
     w = text_width(title, BOX_SIZE, True) + 20.0
     h, d = 24.0, 4.0
     x0 = MARGIN
-    shapes = [_poly([(x0, y + d), (x0 + d, y), (x0 + w, y), (x0 + w, y + h - d), (x0 + w - d, y + h),
-                     (x0 + w - d, y + d)], FILL["call_top"], INK, 1.0, "box heading"),
-              _rect(x0, y + d, w - d, h - d, 2.0, FILL["call"], INK, 1.1, "box heading"),
+    shapes = [replace(_poly([(x0, y + d), (x0 + d, y), (x0 + w, y), (x0 + w, y + h - d), (x0 + w - d, y + h),
+                             (x0 + w - d, y + d)], FILL["call_top"], INK, 1.0, "box heading"), meta=meta),
+              replace(_rect(x0, y + d, w - d, h - d, 2.0, FILL["call"], INK, 1.1, "box heading"), meta=meta),
               Text(x0 + (w - d) / 2, y + d + (h - d) / 2 + BOX_SIZE * 0.36, title, BOX_SIZE, INK, True, False,
-                   "middle", "box"),
+                   "middle", "box", meta),
               Text(x0 + w + 10, y + h / 2 + 7, "=", 20.0, INK, False, False, "start", "title")]
     labels: list = []  # the name is written in the block, as in a collapsed call
     boxes = [BoxGeom("=" + title, "definition", "definition", x0, y, w, h)]

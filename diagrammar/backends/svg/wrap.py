@@ -318,28 +318,31 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
             label = ("old", t.label) if k == k0 else ("none", -1)
             if k < k1:  # goes on after the cut: an arrowhead; a name when the next row it is drawn in is later
                 xe = r.e + STORE_RUN
-                r.shapes[2].append(_arrow(xe, y, color))
+                r.shapes[2].append(replace(_arrow(xe, y, color), meta=(("wire", t.wire), ("axis", t.axis))))
                 nxt = next((j for j in drawn if j > k), None)
                 if named and nxt is not None and nxt > k + 1:
                     text = "→ " + zones.name(t.wire)
-                    r.shapes[4].append(Text(xe + 4, y + 3.5, text, NAME_SIZE, INK, False, False, "start", "label store"))
+                    r.shapes[4].append(Text(xe + 4, y + 3.5, text, NAME_SIZE, INK, False, False, "start", "label store",
+                                            (("wire", t.wire),)))
                     bx, by, bw, bh = _label_box(xe + 4, y + 3.5, text, NAME_SIZE)
                     r.labels.append((("store", id(t), k), LabelGeom(text, "store", bx, by, bw, bh, t.parent, t.wire)))
                 b = xe
             if k > k0:  # comes from an earlier row: an arrowhead and its axis label at the row's start
                 xs = zones.wire_start(r.s)
-                r.shapes[2].append(_arrow(xs + ARROW, y, color))
+                r.shapes[2].append(replace(_arrow(xs + ARROW, y, color), meta=(("wire", t.wire), ("axis", t.axis))))
                 a = xs
                 if t.axis:
                     lx = xs + ARROW + 3
                     bx, by, bw, bh = _label_box(lx, y - 3.0, t.axis, LABEL_SIZE)
                     label = ("new", len(new_labels))
                     new_labels.append((k, LabelGeom(t.axis, "axis", bx, by, bw, bh, t.parent, t.wire, t.axis, y)))
-                    r.shapes[4].append(Text(lx, y - 3.0, t.axis, LABEL_SIZE, color, False, True, "start", "axis"))
+                    r.shapes[4].append(Text(lx, y - 3.0, t.axis, LABEL_SIZE, color, False, True, "start", "axis",
+                                            (("wire", t.wire), ("axis", t.axis))))
                 prev = max((j for j in drawn if j < k), default=None)
                 if named and (prev is None or prev < k - 1):
                     text = zones.name(t.wire) + " →"
-                    r.shapes[4].append(Text(xs - 3, y + 3.5, text, NAME_SIZE, INK, False, False, "end", "label load"))
+                    r.shapes[4].append(Text(xs - 3, y + 3.5, text, NAME_SIZE, INK, False, False, "end", "label load",
+                                            (("wire", t.wire),)))
                     bx, by, bw, bh = _label_box(xs - 3, y + 3.5, text, NAME_SIZE, anchor="end")
                     r.labels.append((("load", id(t), k), LabelGeom(text, "load", bx, by, bw, bh, t.parent, t.wire)))
             pieces.append((k, replace(t, x0=a, x1=b), label))
