@@ -21,6 +21,7 @@ CLEAR = 6.0         # least distance from a passing wire to a box it runs past
 LABEL_SIZE = 10.0   # axis labels
 BOX_SIZE = 11.0     # text in boxes
 SMALL = 8.0         # superscripts, annotations, small marks
+PORT_NAME_SIZE = 9.0  # the names of a collapsed block's inputs, written inside it
 PANEL_PAD = 8.0
 TITLE_H = 15.0      # a panel's title strip
 LOOP = 9.0          # room for a scan's carry loop

@@ -14,6 +14,7 @@ from .geometry import (
     LOOP,
     NORM_TEXT,
     PANEL_PAD,
+    PORT_NAME_SIZE,
     SELECT_R,
     SMALL,
     BoxGeom,
@@ -423,9 +424,16 @@ class _GlyphsMixin:
                 lines = g["lines"]
                 total = BOX_SIZE + (len(lines) - 1) * (SMALL + 3)
                 base = top + d + (h - d - total) / 2 + BOX_SIZE * 0.8
+                names = g.get("port_names") or {}
+                left = max((text_width(t, PORT_NAME_SIZE) for t in names.values()), default=-8.0) + 8.0
+                for i, name in sorted(names.items()):  # each input's name beside its port, inside the block
+                    if n.in_ports.get(i):
+                        texts.append(Text(bx0 + 4, ly + n.in_ports[i][0] + 3.2, name, PORT_NAME_SIZE, "#3d4f6e",
+                                          False, True, "start", "box port-name"))
                 for i, line in enumerate(lines):
                     size = BOX_SIZE if i == 0 else SMALL + 1
-                    texts.append(Text(bx0 + (bw - d) / 2, base, line, size, INK, i == 0, i > 0, "middle", "box"))
+                    texts.append(Text(bx0 + left + (bw - d - left) / 2, base, line, size, INK, i == 0, i > 0, "middle",
+                                      "box"))
                     base += SMALL + 3
                 if kind == "scan":
                     self.emit_loop(n, top, bot)

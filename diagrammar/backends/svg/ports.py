@@ -11,6 +11,7 @@ from .geometry import (
     MARK_TEXT,
     PANEL_PAD,
     PITCH,
+    PORT_NAME_SIZE,
     SMALL,
     STACK,
     TITLE_H,
@@ -116,6 +117,7 @@ class _PortsMixin:
             if kind == "scan":
                 lines.append(f"scan over {n.box.attr('along', '')}")
             n.g["lines"] = lines
+            n.g["port_names"] = self._port_names(n, reads)
         if kind == "scan":
             states, xs, consts = self._scan_orders(n)
             main_is_state = n.prim in states
@@ -272,8 +274,30 @@ class _PortsMixin:
         if kind in ("call", "scan"):
             w = max(text_width(line, BOX_SIZE if i == 0 else SMALL + 1, i == 0)
                     for i, line in enumerate(n.g["lines"]))
+            names = n.g.get("port_names") or {}
+            if names:  # the inputs' names down the left side, the block's name beside them
+                w += max(text_width(t, PORT_NAME_SIZE, False) for t in names.values()) + 8.0
             return w + 20.0 + (2 * LOOP if kind == "scan" else 0.0)
         return max(22.0, tw + 12.0)
+
+    def _port_names(self, n: _Node, reads) -> dict[int, str]:
+        """Input -> the callee's name for it, written inside a collapsed block where the wires coming in
+        would otherwise be told apart only by their axes (``n``, ``n``, ``n``): the name the callee
+        unpacks it as (``h``, ``c``), else its parameter's name (``x``; ``state.1`` for a tuple's part)."""
+        body = n.box.body if n.box is not None else None
+        if body is None:
+            return {}
+        params = [(p.name, w, len(p.wires)) for p in body.inputs for w in p.wires]
+        if len(params) != len(n.inputs):
+            return {}
+        signatures = [tuple(reads[i][1].axes) for i in range(len(n.inputs))]
+        if len(n.inputs) < 3 and len(set(signatures)) == len(signatures):
+            return {}  # one or two inputs of different axes: plain enough
+        aliases = dict(body.aliases)
+        out = {}
+        for i, (name, wire, parts) in enumerate(params):
+            out[i] = aliases.get(wire, name if parts == 1 else wire)
+        return out
 
     def ports_mark(self, n: _Node, reads):
         tracks = self._main_tracks(n, reads)
