@@ -204,7 +204,7 @@ def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, m
     return wrap(fig, max_width, prefix[:-1], aliases, breaks)
 
 
-DEF_GAP = 16.0    # above a definition's heading
+DEF_GAP = 12.0    # above a definition's heading
 DEF_HEAD = 30.0   # a definition's heading: the named block and "="
 
 
