@@ -298,6 +298,20 @@ class _GlyphsMixin:
                     lid = j if src == "label" else src.label_ids[j]
             s.label_ids[t] = lid
             self.tracks.append(TrackGeom(wpath, a, lid, y, x_h0, x_h1, self.parent))
+            if a and not self.nested and lid >= 0 and any(r.node.kind == "out" and r.in_lane for r in s.reads):
+                self._label_output_end(a, y, x_h0, x_h1, lid, wpath, color, meta)
+
+    def _label_output_end(self, a: str, y: float, x_start: float, x_end: float, lid: int, wpath: str, color: str,
+                          meta):
+        """An output wire named again at the right edge, as Abbott ends a figure, when its label is far back
+        (and its own last run is long enough to hold the name clear of the box it leaves)."""
+        w = text_width(a, LABEL_SIZE)
+        if x_end - (self.labels[lid].x + self.labels[lid].w) < 160 or x_end - w - 3 < x_start + 24:
+            return
+        x = x_end - w - 3
+        bx, by, bw, bh = _label_box(x, y - 3.0, a, LABEL_SIZE)
+        self.labels.append(LabelGeom(a, "axis", bx, by, bw, bh, self.parent, wpath, a, y))
+        self.L[4].append(Text(x, y - 3.0, a, LABEL_SIZE, color, False, True, "start", "axis", meta))
 
     def _fan_shifts(self, s: _Seg, successors: list[_Seg]) -> dict[int, float]:
         """Where along the run each of several bends leaving one point starts (id -> dx).
