@@ -478,3 +478,15 @@ def test_a_call_broadcast_over_heads_keeps_the_head_wires_outside_its_panel():
     ends = [t for t in heads if t.wire in ("k", "v")]
     assert ends and all(t.x1 <= panel.x + 0.01 for t in ends)
     assert not [t for t in fig.tracks if t.parent == "out:head" and t.axis == "heads"]  # the body never sees it
+
+
+def test_a_box_over_a_bundle_whose_tracks_are_not_in_axis_order():
+    """`linear(v, c -> (c, a))` on a bundle laid out (b below c) in another order than its axes (b, c):
+    the new axis `a` was drawn on top of the passing `b` (found by the generated-circuit property test)."""
+    d = diagrammar.parse("axis a = 4, b = 5, c = 6\n"
+                         "circuit G(x: [a, b]) -> [c, b, a]:\n"
+                         "    v = relu(linear(x, a -> c))\n"
+                         "    return linear(v, c -> (c, a))\n")["G"]
+    fig = check_layout(d, 0)
+    out = {t.axis: t.y for t in fig.tracks if t.wire == "out" and t.x1 - t.x0 > 1}
+    assert len(set(out.values())) == len(out) == 3, out

@@ -310,6 +310,8 @@ class _GlyphsMixin:
             return
         x = x_end - w - 3
         bx, by, bw, bh = _label_box(x, y - 3.0, a, LABEL_SIZE)
+        if any(lb.x < bx + bw and bx < lb.x + lb.w and lb.y < by + bh and by < lb.y + lb.h for lb in self.labels):
+            return  # something is written there already
         self.labels.append(LabelGeom(a, "axis", bx, by, bw, bh, self.parent, wpath, a, y))
         self.L[4].append(Text(x, y - 3.0, a, LABEL_SIZE, color, False, True, "start", "axis", meta))
 

@@ -127,6 +127,7 @@ class _PortsMixin:
             n.g["loop_above"] = main_is_state
             n.g["states"] = states
         tracks = self._main_tracks(n, reads) if tracks is None else tracks
+        tracks = sorted(tracks, key=lambda t: t[1])  # top to bottom: a band's axes need not be in height order
         main_axes = [a for a, _ in tracks]
         out0 = n.out_order[0] if n.outputs else None
         out0_axes = _axes_of(n.types[out0]) if out0 is not None else []
