@@ -138,25 +138,31 @@ def _distinct_subpaths(paths) -> tuple[list[list[tuple[float, float]]], list[int
 # ---------------------------------------------------------------- crossings
 
 
-def _candidate_pairs(x0, y0, x1, y1, sub):
-    """Index pairs (a < b) of segments of different subpaths whose bounding boxes meet.
+CELL = 48.0  # px: the grid segments are bucketed in to find the pairs that may cross
 
-    Sort and sweep along x: after sorting by left edge, segment i can only meet
-    the segments that start before its right edge; y and subpath filter the rest.
+
+def _candidate_pairs(x0, y0, x1, y1, sub):
+    """Index pairs (a < b) of segments of different subpaths whose bounding boxes share a grid cell.
+
+    Each segment goes in every cell its bounding box touches (a long straight run in every cell
+    along it), so only segments near each other are ever compared: linear in the figure, where a
+    sweep along x would pair every run with every other run stacked above or below it.
     """
-    n = len(x0)
-    lox, hix = np.minimum(x0, x1), np.maximum(x0, x1)
-    loy, hiy = np.minimum(y0, y1), np.maximum(y0, y1)
-    order = np.argsort(lox, kind="stable")
-    starts = lox[order]
-    stop = np.searchsorted(starts, hix[order], side="right")   # sorted positions i+1 .. stop-1 may meet i
-    count = np.maximum(stop - np.arange(n) - 1, 0)
-    first = np.repeat(np.arange(n), count)
-    offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    a, b = order[first], order[first + 1 + offset]
-    keep = (loy[a] <= hiy[b]) & (loy[b] <= hiy[a]) & (sub[a] != sub[b])
-    a, b = a[keep], b[keep]
-    return np.minimum(a, b), np.maximum(a, b)
+    cells: dict[tuple[int, int], list[int]] = {}
+    for i in range(len(x0)):
+        for cx in range(math.floor(min(x0[i], x1[i]) / CELL), math.floor(max(x0[i], x1[i]) / CELL) + 1):
+            for cy in range(math.floor(min(y0[i], y1[i]) / CELL), math.floor(max(y0[i], y1[i]) / CELL) + 1):
+                cells.setdefault((cx, cy), []).append(i)
+    pairs = set()
+    for members in cells.values():
+        for k, i in enumerate(members):
+            for j in members[k + 1:]:
+                if sub[i] != sub[j]:
+                    pairs.add((i, j) if i < j else (j, i))
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a, b = zip(*sorted(pairs))
+    return np.array(a, np.int64), np.array(b, np.int64)
 
 
 def _crossings(subpaths):
@@ -238,15 +244,19 @@ def _near_pairs(points, radius: float, strict: bool = False) -> list[tuple[int, 
     return out
 
 
+def involved(points) -> list[set[int]]:
+    """Per crossing point, the subpaths crossing within PILEUP_PX of it (3 or more: a pile-up there)."""
+    xy = [(x, y) for _a, _b, x, y in points]
+    sets = [{a, b} for a, b, _x, _y in points]
+    for i, j in _near_pairs(xy, PILEUP_PX):
+        sets[i] = sets[i] | {points[j][0], points[j][1]}
+        sets[j] = sets[j] | {points[i][0], points[i][1]}
+    return sets
+
+
 def _pileups(points) -> int:
     """Groups of crossings where 3 or more subpaths cross within PILEUP_PX of each other."""
-    xy = [(x, y) for _a, _b, x, y in points]
-    near = _near_pairs(xy, PILEUP_PX)
-    involved = [{a, b} for a, b, _x, _y in points]
-    for i, j in near:
-        involved[i] = involved[i] | {points[j][0], points[j][1]}
-        involved[j] = involved[j] | {points[i][0], points[i][1]}
-    dense = {i for i, s in enumerate(involved) if len(s) >= 3}
+    dense = {i for i, s in enumerate(involved(points)) if len(s) >= 3}
     parent = {i: i for i in dense}
 
     def find(i):
@@ -254,7 +264,8 @@ def _pileups(points) -> int:
             i = parent[i]
         return i
 
-    for i, j in near:
+    xy = [(x, y) for _a, _b, x, y in points]
+    for i, j in _near_pairs(xy, PILEUP_PX):
         if i in dense and j in dense:
             ri, rj = find(i), find(j)
             if ri != rj:
