@@ -24,6 +24,7 @@ from .geometry import (
     _label_box,
     _poly,
     _rect,
+    _shift,
     axis_colors,
     gc_paused,
     text_width,
@@ -31,7 +32,7 @@ from .geometry import (
 from .lanes import _Builder
 from .nodes import _Ctx
 from .untangle import untangle
-from .wrap import PAGE_WIDTH, bbox, row_breaks, shift, wrap
+from .wrap import PAGE_WIDTH, bbox, row_breaks, wrap
 
 TITLE_SIZE = 12.0
 TITLE_WIDTH = 760.0
@@ -183,7 +184,7 @@ def _placed(fig: Layout, dx: float, dy: float) -> Layout:
     if ys:
         dy -= min(ys)
         fig = replace(fig, height=max(ys) - min(ys))
-    layers = tuple([shift(s, dx, dy) for s in layer] for layer in fig.layers)
+    layers = tuple([_shift(s, dx, dy) for s in layer] for layer in fig.layers)
     labels = [replace(lb, x=lb.x + dx, y=lb.y + dy, line_y=lb.line_y + dy) for lb in fig.labels]
     boxes = [replace(b, x=b.x + dx, y=b.y + dy) for b in fig.boxes]
     tracks = [replace(t, x0=t.x0 + dx, x1=t.x1 + dx, y=t.y + dy) for t in fig.tracks]
@@ -254,7 +255,7 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
                 tallest = max(tallest, fig.height)
                 continue
             shapes, labels, boxes = _heading(title, y, path)
-            heads.append(([shift(sh, dx, 0.0) for sh in shapes],
+            heads.append(([_shift(sh, dx, 0.0) for sh in shapes],
                           [replace(lb, x=lb.x + dx) for lb in labels],
                           [replace(b, x=b.x + dx) for b in boxes]))
             parts.append(_placed(fig, dx, y + DEF_HEAD))
@@ -283,7 +284,7 @@ def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
         dx = col * (half + DEF_SIDE_GAP)
         yy = bottoms[col]
         shapes, labels, boxes = _heading(title, yy, path)
-        heads.append(([shift(sh, dx, 0.0) for sh in shapes], [replace(lb, x=lb.x + dx) for lb in labels],
+        heads.append(([_shift(sh, dx, 0.0) for sh in shapes], [replace(lb, x=lb.x + dx) for lb in labels],
                       [replace(b, x=b.x + dx) for b in boxes]))
         parts.append(_placed(fig, dx, yy + DEF_HEAD))
         bottoms[col] = yy + DEF_HEAD + fig.height + DEF_GAP

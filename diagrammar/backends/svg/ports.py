@@ -96,13 +96,9 @@ class _PortsMixin:
         w = text_width(main, BOX_SIZE, bold) + (text_width(sup, SMALL) + 1 if sup else 0)
         return w, BOX_SIZE + 4
 
-    def _scan_orders(self, n: _Node):
-        b = n.box
-        ns, nx, nc = b.attr("n_state", 1), b.attr("n_xs", 0), b.attr("n_const", 0)
-        states = list(range(ns))
-        xs = list(range(ns, ns + nx))
-        consts = list(range(ns + nx, ns + nx + nc))
-        return states, xs, consts
+    def _scan_states(self, n: _Node) -> list[int]:
+        """The inputs (and outputs) of a scan that are its carried state: the first n_state of them."""
+        return list(range(n.box.attr("n_state", 1)))
 
     def ports_box(self, n: _Node, reads, tracks=None):
         kind = n.kind
@@ -119,7 +115,7 @@ class _PortsMixin:
             n.g["lines"] = lines
             n.g["port_names"] = self._port_names(n, reads)
         if kind == "scan":
-            states, xs, consts = self._scan_orders(n)
+            states = self._scan_states(n)
             main_is_state = n.prim in states
             n.sec_order = self._by_height(n, reads)  # a block's ports are free: in the order its wires come
             if not main_is_state:
@@ -474,12 +470,9 @@ class _PortsMixin:
         box = n.box
         is_scan = box.op == "scan"
         is_repeat = box.op == "repeat"
+        n.sec_order = self._by_height(n, reads)  # a block's ports are free: in the order its wires come
         if is_scan:
-            states, xs, consts = self._scan_orders(n)
-            n.sec_order = self._by_height(n, reads)  # a block's ports are free: in the order its wires come
-            n.g["states"] = states
-        else:
-            n.sec_order = self._by_height(n, reads)
+            n.g["states"] = self._scan_states(n)
         in_order = ([n.prim] if n.prim is not None else []) + n.sec_order
         depth = self.depth if is_repeat else self.depth - 1
         from .lanes import _Builder  # the body is one more level of the same sweep

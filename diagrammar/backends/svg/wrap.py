@@ -30,6 +30,7 @@ from .geometry import (
     TrackGeom,
     _label_box,
     _poly,
+    _shift,
     text_width,
 )
 
@@ -41,17 +42,6 @@ NAME_SIZE = LABEL_SIZE
 
 
 # ---------------------------------------------------------------- shapes, moved and measured
-
-
-def shift(s, dx: float, dy: float):
-    """The shape moved by (dx, dy); every other field (colour, role, meaning) kept."""
-    if isinstance(s, Path):
-        cmds = tuple(c if c[0] == "Z" else (c[0],) + tuple(v + (dx if j % 2 == 0 else dy)
-                                                            for j, v in enumerate(c[1:])) for c in s.cmds)
-        return replace(s, cmds=cmds)
-    if isinstance(s, Circle):
-        return replace(s, cx=s.cx + dx, cy=s.cy + dy)
-    return replace(s, x=s.x + dx, y=s.y + dy)
 
 
 def bbox(s) -> tuple[float, float, float, float]:
@@ -366,7 +356,7 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
     layers: tuple = ([], [], [], [], [])
     for r in rows:
         for li in range(5):
-            layers[li].extend(shift(s, r.dx, r.dy) for s in r.shapes[li])
+            layers[li].extend(_shift(s, r.dx, r.dy) for s in r.shapes[li])
     labels: list[LabelGeom] = []
     old: dict[int, int] = {}
     for r in rows:
@@ -485,4 +475,4 @@ def _arrow(x: float, y: float, color: str) -> Path:
     return _poly([(x - ARROW, y - 3.2), (x, y), (x - ARROW, y + 3.2)], color, None, 0.0, "arrow")
 
 
-__all__ = ["wrap", "choose_rows", "PAGE_WIDTH", "shift", "bbox"]
+__all__ = ["wrap", "choose_rows", "PAGE_WIDTH", "bbox"]
