@@ -465,9 +465,9 @@ def _box_text(box, op: str) -> tuple[str, str, bool]:
     return "", "", False
 
 
-def _bend(x0: float, y0: float, x1: float, y1: float) -> tuple:
-    """An S-curve from (x0, y0) to (x1, y1) leaving and arriving horizontally."""
-    xm = (x0 + x1) / 2
+def _bend(x0: float, y0: float, x1: float, y1: float, turn: float = 0.5) -> tuple:
+    """An S-curve from (x0, y0) to (x1, y1) leaving and arriving horizontally, turning `turn` of the way across."""
+    xm = (x0 + x1) / 2 if turn == 0.5 else x0 + (x1 - x0) * turn
     return (("M", x0, y0), ("C", xm, y0, xm, y1, x1, y1))
 
 

@@ -456,7 +456,7 @@ class _GlyphsMixin:
             self._box(n, kind, x0, top, w, h)
             self.emit_annotation(n, x0 + w / 2, bot)
         elif kind == "scale":  # drawn by the contraction it scales, on its arrow
-            host = next((m for m in self.nodes if m.kind == "contract" and n.inputs[0] in m.outputs), None)
+            host = g.get("host")
             at = host.g.get("scale_at") if host is not None else None
             x, y, w, h = at if at is not None else (n.in_x - 1, ly - 4, 2.0, 8.0)
             # drawn inside the contraction's glyph: that box is its parent
@@ -772,6 +772,4 @@ def _fan_bend(x0: float, y0: float, x1: float, y1: float, src, dst, t: int) -> t
     if n < 3 or order_src == order_dst:
         return _bend(x0, y0, x1, y1)
     rank = order_src.index(t)
-    f = 0.5 + (rank - (n - 1) / 2) * min(0.14, 0.5 / (n - 1))
-    xm = x0 + (x1 - x0) * f
-    return (("M", x0, y0), ("C", xm, y0, xm, y1, x1, y1))
+    return _bend(x0, y0, x1, y1, 0.5 + (rank - (n - 1) / 2) * min(0.14, 0.5 / (n - 1)))

@@ -155,6 +155,7 @@ class _Builder(_PortsMixin, _GlyphsMixin):
             src.g["scale"] = n.const_text.replace("÷", "∗ ").replace("×", "∗ ") if n.op == "mul" else n.const_text
             n.kind = "scale"
             src.g["scale_node"] = n
+            n.g["host"] = src
 
     def columns(self):
         producer: dict[str, _Node] = {}

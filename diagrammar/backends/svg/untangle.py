@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .geometry import Path
+from .geometry import Path, _bend
 from .quality import _crossings, _polylines, involved
 from .wrap import subpaths
 
@@ -28,7 +28,7 @@ def _is_wire(s) -> bool:
     return isinstance(s, Path) and "wire" in s.role.split()
 
 
-def _bend(sub) -> tuple | None:
+def _bend_ends(sub) -> tuple | None:
     """(x0, y0, x1, y1) of an S-bend subpath (leaving and arriving level), else None."""
     if len(sub) == 2 and sub[0][0] == "M" and sub[1][0] == "C":
         x0, y0 = sub[0][1], sub[0][2]
@@ -39,9 +39,7 @@ def _bend(sub) -> tuple | None:
 
 
 def _with_turn(sub, f: float) -> tuple:
-    x0, y0, x1, y1 = _bend(sub)
-    xm = x0 + (x1 - x0) * f
-    return (("M", x0, y0), ("C", xm, y0, xm, y1, x1, y1))
+    return _bend(*_bend_ends(sub), f)
 
 
 def _box(poly) -> tuple[float, float, float, float]:
@@ -82,7 +80,7 @@ def untangle(shapes: list) -> list:
             base = _local(polys, near)
             best = None
             for k in sorted(pile):
-                if _bend(subs[k]) is None:
+                if _bend_ends(subs[k]) is None:
                     continue
                 for f in TURNS[1:]:
                     trial = list(polys)
