@@ -205,7 +205,28 @@ def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, m
     return wrap(fig, max_width, prefix[:-1], aliases, breaks)
 
 
-DEF_GAP = 12.0    # above a definition's heading
+DEF_GAP = 8.0     # above a definition's heading
+
+
+def _head_width(title: str) -> float:
+    """Room a definition's heading takes on the left of its body: the named block, "=" and a gap."""
+    return text_width(title, BOX_SIZE, True) + 20.0 + MARGIN + 40.0
+
+
+def _room_under_heading(fig: Layout, right: float) -> float:
+    """How far down from a body's top its first shape or label left of `right` starts (px)."""
+    items = [bbox(s) for layer in fig.layers for s in layer]
+    items += [(lb.x, lb.y, lb.x + lb.w, lb.y + lb.h) for lb in fig.labels]
+    if not items:
+        return 0.0
+    top = min(b[1] for b in items)
+    return min((b[1] for b in items if b[0] < right), default=fig.height + top) - top
+
+
+def _left_edge(fig: Layout) -> float:
+    """Where a body's leftmost shape or label starts."""
+    xs = [bbox(s)[0] for layer in fig.layers for s in layer] + [lb.x for lb in fig.labels]
+    return min(xs, default=0.0)
 DEF_HEAD = 30.0   # a definition's heading: the named block and "="
 
 
@@ -229,14 +250,24 @@ def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
 def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
     """The figure and its definitions in shelves: side by side while they fit the page's width.
 
-    The figure comes first, without a heading; each definition has its heading above it.
+    The figure comes first, without a heading; each definition has its heading on its left ("Name = body")
+    when both fit the page's width, else above it.
     Returns the y below the last shelf; appends the placed bodies to `parts` and headings to `heads`,
-    and sets `free` to [(x, y, None)]: the room right of the last shelf, to the page's edge.
+    and sets `free` to [(x, y, None, height)]: the room right of each shelf, to the page's edge (the last
+    shelf's with no height: the page may grow below it).
     """
-    items = [(None, "", main, main.width)]
-    for title, path, fig in defs:
-        head_w = text_width(title, BOX_SIZE, True) + 20.0 + MARGIN + 40.0
-        items.append((title, path, fig, max(fig.width, head_w)))
+    items = [(None, "", main, main.width, 0.0)]
+    for title, path, fig, narrow in defs:
+        head_w = _head_width(title)
+        if head_w + fig.width - _left_edge(fig) > max_width - MARGIN and narrow is not None:
+            narrower = narrow(max_width - head_w)  # wrapped to leave room for the heading on its left
+            if narrower.height < fig.height + DEF_HEAD - 1.0:
+                fig = narrower
+        left = _left_edge(fig)
+        if head_w + fig.width - left <= max_width - MARGIN:  # "Name = body" on one line, as Abbott writes it
+            items.append((title, path, fig, head_w + fig.width - left, head_w - left))
+        else:  # the heading above a body as wide as the page
+            items.append((title, path, fig, max(fig.width, head_w), None))
     shelf: list = []
     x = 0.0
     free.clear()
@@ -244,22 +275,29 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
     def flush(y: float) -> float:
         if not shelf:
             return y
-        free[:] = [(x, y, None)]  # room right of this shelf, from its top (the last shelf's is what remains)
+        top = y
         headed = any(item[0] is not None for _, item in shelf)
         if headed and y > 0:
             y += DEF_GAP
         tallest = 0.0
-        for dx, (title, path, fig, _w) in shelf:
+        for dx, (title, path, fig, _w, beside) in shelf:
             if title is None:  # the figure itself, under its title
                 parts.append(_placed(fig, dx, y))
                 tallest = max(tallest, fig.height)
                 continue
-            shapes, labels, boxes = _heading(title, y, path)
+            if beside is None:  # under the heading, or beside it where the body's left end leaves room
+                clear = _room_under_heading(fig, MARGIN + text_width(title, BOX_SIZE, True) + 20.0 + 40.0)
+                lift = min(DEF_HEAD, max(0.0, clear - 6.0))
+                hy, by, h = y, y + DEF_HEAD - lift, max(DEF_HEAD, DEF_HEAD - lift + fig.height)
+            else:  # the heading level with the body's first wires
+                hy, by, h = y + max(0.0, min(fig.height, 60.0) / 2 - 12.0), y, max(fig.height, DEF_HEAD)
+            shapes, labels, boxes = _heading(title, hy, path)
             heads.append(([_shift(sh, dx, 0.0) for sh in shapes],
                           [replace(lb, x=lb.x + dx) for lb in labels],
                           [replace(b, x=b.x + dx) for b in boxes]))
-            parts.append(_placed(fig, dx, y + DEF_HEAD))
-            tallest = max(tallest, DEF_HEAD + fig.height)
+            parts.append(_placed(fig, dx + (beside or 0.0), by))
+            tallest = max(tallest, h)
+        free.append((x, top, None, y + tallest - top))  # room right of this shelf
         shelf.clear()
         return y + tallest
 
@@ -270,12 +308,15 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
             x = 0.0
         shelf.append((x, item))
         x += w + DEF_SIDE_GAP
-    return flush(y)
+    y = flush(y)
+    if free:
+        free[-1] = free[-1][:3] + (None,)
+    return y
 
 
 def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
     """The figure, then its definitions in two columns (each goes under the shorter one); `free` is set to
-    [(x, y, width)]: the room under the shorter column."""
+    [(x, y, width, None)]: the room under the shorter column."""
     parts.append(_placed(main, 0.0, y))
     y += main.height + DEF_GAP
     bottoms = [y, y]
@@ -289,7 +330,7 @@ def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
         parts.append(_placed(fig, dx, yy + DEF_HEAD))
         bottoms[col] = yy + DEF_HEAD + fig.height + DEF_GAP
     short = 0 if bottoms[0] <= bottoms[1] else 1
-    free[:] = [(short * (half + DEF_SIDE_GAP), bottoms[short] - DEF_GAP, half)]
+    free[:] = [(short * (half + DEF_SIDE_GAP), bottoms[short] - DEF_GAP, half, None)]
     return max(bottoms) - DEF_GAP
 
 
@@ -312,7 +353,11 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     title_y = MARGIN + 12
     top = title_y + 14 + (len(title_lines) - 1) * 16
     main = _body(diagram, depth if inline else 0, ctx, "", one_row, max_width)
-    defs = [] if inline else [(title, path, _body(body, 0, ctx, path + ".", one_row, max_width))
+    def rewrap(body, path):
+        return lambda width: _body(body, 0, ctx, path + ".", one_row, width)
+
+    defs = [] if inline else [(title, path, _body(body, 0, ctx, path + ".", one_row, max_width),
+                               None if one_row else rewrap(body, path))
                               for title, path, body in definitions(diagram, depth)]
     parts: list[Layout] = []
     heads: list[tuple[list, list, list]] = []
@@ -352,16 +397,18 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
         entries.append((name, text, ctx.color(name)))
     right = max(max(p.width for p in parts), max((h[2][0].x + h[2][0].w + 40 for h in heads), default=0.0))
     width = max(right + MARGIN, bw + 2 * MARGIN, 220.0)
-    # the legend goes where the page ends soonest: under everything, or in the room beside the last shelf
+    # the legend goes where the page ends soonest: under everything, or in the room beside a shelf
     # (or under the shorter column) when it fits there
     leg_y, leg_x, leg_w = y + 18, MARGIN, width
     _, _, below_h = _legend(entries, leg_y, width)
     end = leg_y + below_h
-    for fx, fy, fw in free:
+    for fx, fy, fw, fh in free:
         avail = width - fx - MARGIN if fw is None else min(fw, width - fx - MARGIN)
         if avail < 120 or not entries:
             continue
         _, _, h_here = _legend(entries, fy + 18, avail, fx + MARGIN)
+        if fh is not None and 18 + h_here > fh:
+            continue  # beside a shelf that is not the last, the legend must end with it
         if fy + 18 + h_here <= end - 1 and _legend_width(entries, avail) <= avail:
             leg_y, leg_x, leg_w, end = fy + 18, fx + MARGIN, avail, max(y, fy + 18 + h_here)
     leg_shapes, leg_labels, leg_h = _legend(entries, leg_y, leg_w, leg_x)

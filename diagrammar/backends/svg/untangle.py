@@ -19,7 +19,7 @@ from .geometry import Path, _bend
 from .quality import _crossings, _polylines, involved
 from .wrap import subpaths
 
-TURNS = (0.5, 0.36, 0.64, 0.26, 0.74, 0.44, 0.56)  # where a bend turns, as a fraction of its gap
+TURNS = (0.5, 0.36, 0.64, 0.26, 0.74, 0.44, 0.56, 0.18, 0.82, 0.3, 0.7)  # where a bend turns, as a fraction of its gap
 MARGIN = 4.0       # px around a pile-up within which crossings are recounted
 MAX_ROUNDS = 3
 

@@ -35,7 +35,7 @@ from .geometry import (
 )
 
 PAGE_WIDTH = 760.0  # px; 10 px axis labels printed 6.5 in (468 pt) wide stay above 6 pt (468 / 76)
-ROW_GAP = 14.0      # between the bottom of one row and the top of the next
+ROW_GAP = 10.0      # between the bottom of one row and the top of the next
 ARROW = 6.0         # an arrowhead's length
 STORE_RUN = 12.0    # wire drawn past a row's last cut, before the arrowhead
 NAME_SIZE = LABEL_SIZE
@@ -340,6 +340,7 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
 
     # empty bands squeezed out (a long skip that is not drawn leaves one), then the rows stacked
     for r in rows:
+        _drop_orphan_labels(r)
         _compact(r)
     for r in rows:
         ys = [v for layer in r.shapes for s in layer if not _separator(s) for v in bbox(s)[1::2]]
@@ -416,6 +417,29 @@ def _squeeze(intervals) -> "callable":
     return f
 
 
+def _drop_orphan_labels(r: "_Row"):
+    """Axis labels with no wire under them in this row go.
+
+    An output that is finished in an earlier row ends there with an arrowhead; the
+    name it would get again at the figure's right edge lands in the last row, where
+    nothing is drawn at its height.
+    """
+    runs = [st for s in r.shapes[1] if isinstance(s, Path) and s.role == "wire"
+            for st in map(_straight, subpaths(s.cmds)) if st is not None]
+
+    def carried(lb) -> bool:
+        return any(abs(y - lb.line_y) < 0.6 and x0 <= lb.x + 1.0 and lb.x + lb.w - 1.0 <= x1 for x0, x1, y in runs)
+
+    orphans = [lb for _, lb in r.labels if lb.kind == "axis" and not carried(lb)]
+    if not orphans:
+        return
+    gone = {(lb.text, round(lb.line_y - 3.0, 2)) for lb in orphans}
+    r.labels = [(i, lb) for i, lb in r.labels if not (lb.kind == "axis" and not carried(lb))]
+    r.shapes[4] = [s for s in r.shapes[4] if not (isinstance(s, Text) and s.role == "axis"
+                                                   and (s.text, round(s.y, 2)) in gone
+                                                   and any(lb.x - 1 <= s.x <= lb.x + lb.w for lb in orphans))]
+
+
 def _separator(s) -> bool:
     return isinstance(s, Path) and "separator" in s.role
 
@@ -425,6 +449,13 @@ def _occupied(shapes) -> list[tuple[float, float]]:
     for s in shapes:
         if isinstance(s, Path) and "separator" in s.role:
             continue  # a separator goes where the space is, it does not hold it open
+        if isinstance(s, Path) and s.role == "wire":
+            # a wire holds open only the heights it runs along; a bend between them is elastic
+            for sub in subpaths(s.cmds):
+                for c in sub:
+                    if c[0] != "Z":
+                        out.append((c[-1] - 4.0, c[-1] + 4.0))
+            continue
         x0, y0, x1, y1 = bbox(s)
         pad = 4.0 if isinstance(s, Path) and y1 - y0 < 0.5 else 0.5
         out.append((y0 - pad, y1 + pad))
