@@ -23,8 +23,9 @@ from .errors import ShapeMismatch as ShapeMismatch
 from .errors import Span as Span
 from .ir import Diagram as Diagram
 from .ir import Size as Size
+from .ops import register_operation as register_operation
 
 __version__ = "0.1.0"
 
 __all__ = ["load", "parse", "Program", "Diagram", "Size", "Span", "CircuitError",
-           "CircuitSyntaxError", "ShapeMismatch", "DEFAULT_MAX_WEIGHT_ELEMENTS"]
+           "CircuitSyntaxError", "ShapeMismatch", "DEFAULT_MAX_WEIGHT_ELEMENTS", "register_operation"]

@@ -71,28 +71,47 @@ class Size:
     def _dict(self) -> dict:
         return dict(self.terms)
 
-    def __add__(self, other: "Size") -> "Size":
+    def __add__(self, other: Size | int) -> Size:
+        try:
+            terms = other.terms
+        except AttributeError:  # `n + 1`, as a cost rule may write it (no test on the common path)
+            if not isinstance(other, int):
+                return NotImplemented
+            terms = Size.of(other).terms
         d = self._dict()
-        for m, c in other.terms:
+        for m, c in terms:
             d[m] = d.get(m, 0) + c
         return Size._make(d)
 
     def __neg__(self) -> "Size":
         return Size._make({m: -c for m, c in self.terms})
 
-    def __sub__(self, other: "Size") -> "Size":
+    def __sub__(self, other: Size | int) -> Size:
         return self + (-other)
 
-    def __mul__(self, other: "Size") -> "Size":
+    __radd__ = __add__
+
+    def __rsub__(self, other: int) -> Size:
+        return Size.of(other) - self
+
+    def __mul__(self, other: Size | int) -> Size:
+        try:
+            terms = other.terms
+        except AttributeError:  # `n * 3`
+            if not isinstance(other, int):
+                return NotImplemented
+            terms = Size.of(other).terms
         d: dict = {}
         for m1, c1 in self.terms:
-            for m2, c2 in other.terms:
+            for m2, c2 in terms:
                 powers: dict = {}
                 for s, p in m1 + m2:
                     powers[s] = powers.get(s, 0) + p
                 m = tuple(sorted(powers.items(), key=lambda sp: _sym_key(sp[0])))
                 d[m] = d.get(m, 0) + c1 * c2
         return Size._make(d)
+
+    __rmul__ = __mul__
 
     def __floordiv__(self, other: "Size") -> "Size":
         if other.is_const and other.value != 0:
@@ -462,7 +481,7 @@ class Diagram:
     # -- conveniences that hand the diagram to a backend (imported lazily,
     # so the IR itself never depends on jax or the renderer)
     def compile(self, *, rngs, **axis_sizes):
-        """A flax.nnx.Module that runs this diagram (see backends/flax.py)."""
+        """A flax.nnx.Module that runs this diagram (see backends/flax/)."""
         from .backends.flax import compile_diagram
         return compile_diagram(self, rngs=rngs, **axis_sizes)
 
@@ -486,6 +505,7 @@ _CONST_FNS = {
     "square": lambda x: x * x, "relu": lambda x: max(x, 0.0),
     "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "softplus": lambda x: math.log1p(math.exp(x)),
 }
+CONST_FUNCTIONS = frozenset(_CONST_FNS)  # the functions a constant folds through at check time
 
 
 def eval_const(tree, bindings: dict[str, int] | None = None) -> float:

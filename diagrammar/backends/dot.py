@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import ops
 from ..ir import Box, Diagram, Size, TupleType
 
-__all__ = ["to_dot", "render_dot", "GraphvizNotFound", "FORMATS"]
+__all__ = ["FORMATS", "GraphvizNotFound", "render_dot", "to_dot"]
 
 FORMATS = ("svg", "png", "pdf")
 
@@ -55,11 +57,6 @@ _CONST = (("shape", "plaintext"),)
 _CLUSTER = (("style", "rounded,filled"), ("color", "#94a3b8"), ("fillcolor", "#f1f5f9"))
 _CARRY = (("style", "dashed"), ("color", "#2b6cb0"), ("fontcolor", "#2b6cb0"), ("constraint", "false"))
 
-# element-wise operations drawn as a small circle with their symbol
-_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "-x",
-            "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
-_OVER = {"sum", "mean", "max", "min", "logsumexp", "softmax", "log_softmax", "argmax", "layernorm", "rmsnorm", "dot"}
-_BLOCK_OPS = {"call", "repeat", "scan"}
 
 
 # ---------------------------------------------------------------- DOT text
@@ -202,23 +199,24 @@ class _DotWriter:
     def _box(self, b: Box, prefix: str, depth: int, indent: str):
         """Write a box as a node or an expanded cluster; returns its (input, output) endpoints."""
         node_id = prefix + b.name
-        if b.op in _BLOCK_OPS and b.body is not None:
+        label = LABELS.get(b.op, _PLAIN)
+        if label.shape == "block" and b.body is not None:
             block = _block_view(b, prefix)
             if depth > 0:
                 return self._cluster(b, block, depth, indent)
             self._node(indent, node_id, (("label", _block_label(b, block)),) + _BLOCK
                        + (("tooltip", _q(node_id)),))
             return [node_id] * len(b.inputs), [node_id] * len(b.outputs)
-        if b.op in _SYMBOLS:
-            attrs = (("label", _q(_SYMBOLS[b.op])),) + _POINTWISE
-        elif b.op == "const":
+        if label.shape == "symbol":
+            attrs = (("label", _q(label.text)),) + _POINTWISE
+        elif label.shape == "const":
             attrs = (("label", _q(str(b.attr("label", "const")))),) + _CONST
         else:
             attrs = (("label", _box_label(b, prefix)),) + (_LEARNED if b.weights else ())
         self._node(indent, node_id, attrs + (("tooltip", _q(node_id)),))
         return [node_id] * len(b.inputs), [node_id] * len(b.outputs)
 
-    def _cluster(self, b: Box, block: "_Block", depth: int, indent: str):
+    def _cluster(self, b: Box, block: _Block, depth: int, indent: str):
         cluster_id = "cluster_" + block.prefix.rstrip(".")
         self.lines.append(f"{indent}subgraph {_q(cluster_id)} {{")
         inner = indent + "  "
@@ -308,45 +306,85 @@ def _box_label(b: Box, prefix: str) -> str:
 
 def _summary(b: Box) -> str:
     """The arguments worth reading on a box, written as in the source language."""
+    text = LABELS.get(b.op, _PLAIN).text
+    return text(b) if callable(text) else ""
+
+
+# ---------------------------------------------------------------- what each operation's node says
+
+
+@dataclass(frozen=True)
+class _Label:
+    """How one operation's node looks: its shape, and its symbol or the summary after its name."""
+
+    shape: str  # symbol (a small circle), const (plain text), block (call, repeat, scan) or box
+    text: Callable[[Box], str] | str = ""  # a symbol's text, or a box's summary of its arguments
+
+
+def _over(b: Box) -> str:
+    over = b.attr("over")
+    return "over " + (", ".join(over) if over else "all")
+
+
+def _reshape(b: Box) -> str:
+    return f"{_axes(b.attr('src'))} -> {_axes(b.attr('dst'))}"
+
+
+def _concat(b: Box) -> str:
+    along = tuple(dict.fromkeys(b.attr("along", ())))  # one source axis per operand, usually the same
+    return f"along {_axes(along)} -> {b.attr('dst')}"
+
+
+def _window(b: Box) -> str:
     op, a = b.op, b.attr
-    if op == "linear":
-        return f"{_axes(a('in_axes'))} -> {_axes(a('out_axes'))}"
-    if op == "embed":
-        return f"{a('vocab')} -> {_axes(a('out_axes'))}"
-    if op in _OVER:
-        over = a("over")
-        return "over " + (", ".join(over) if over else "all")
-    if op == "einsum":
-        return "-> [" + ", ".join(a("result", ())) + "]"
-    if op == "causal":
-        return f"{a('q')}, {a('k')}"
-    if op in ("onehot", "arange"):
-        return str(a("axis"))
-    if op in ("gather", "stack"):
-        return f"along {a('along')}"
-    if op == "take":
-        return f"{a('axis')}[{a('index')}]"
-    if op in ("rename", "merge", "split"):
-        return f"{_axes(a('src'))} -> {_axes(a('dst'))}"
-    if op == "concat":
-        along = tuple(dict.fromkeys(a("along", ())))  # one source axis per operand, usually the same
-        return f"along {_axes(along)} -> {a('dst')}"
-    if op == "dropout":
-        return f"{a('rate'):g}"
-    if op in ("conv", "pool"):
-        over, out_over = tuple(a("over", ())), tuple(a("out_over", ()))
-        size = tuple(a("kernel") if op == "conv" else a("window") or ())
-        text = ("" if op == "conv" else f"{a('op')} ") + "x".join(str(k) for k in size)
-        text += f" over {_axes(over)}" + (f" -> {_axes(out_over)}" if out_over and out_over != over else "")
-        stride = a("stride")
-        stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * len(size)
-        default = size if op == "pool" else (1,) * len(size)
-        if stride != default and None not in stride:
-            text += " stride " + "x".join(str(k) for k in stride)
-        if op == "conv":
-            text += f", {a('cin')} -> {a('cout')}"
-        return text
-    return ""
+    over, out_over = tuple(a("over", ())), tuple(a("out_over", ()))
+    size = tuple(a("kernel") if op == "conv" else a("window") or ())
+    text = ("" if op == "conv" else f"{a('op')} ") + "x".join(str(k) for k in size)
+    text += f" over {_axes(over)}" + (f" -> {_axes(out_over)}" if out_over and out_over != over else "")
+    stride = a("stride")
+    stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * len(size)
+    default = size if op == "pool" else (1,) * len(size)
+    if stride != default and None not in stride:
+        text += " stride " + "x".join(str(k) for k in stride)
+    if op == "conv":
+        text += f", {a('cin')} -> {a('cout')}"
+    return text
+
+
+_PLAIN = _Label("box")
+_OVER_LABEL = _Label("box", _over)
+
+# The node of every operation, by name (ops.py is the catalogue; tests/test_catalogue.py checks this covers it).
+LABELS: dict[str, _Label] = {
+    **{op: _Label("symbol", sym) for op, sym in (
+        ("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("neg", "-x"),
+        ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="))},
+    **{op: _PLAIN for op in ("relu", "abs", "square", "gelu", "silu", "tanh", "sigmoid", "softplus", "exp", "log",
+                             "sqrt", "maximum", "minimum", "where", "param")},
+    **{op: _OVER_LABEL for op in ("sum", "mean", "max", "min", "logsumexp", "argmax", "softmax", "log_softmax",
+                                  "layernorm", "rmsnorm", "dot")},
+    "const": _Label("const"),
+    "call": _Label("block"), "repeat": _Label("block"), "scan": _Label("block"),
+    "linear": _Label("box", lambda b: f"{_axes(b.attr('in_axes'))} -> {_axes(b.attr('out_axes'))}"),
+    "embed": _Label("box", lambda b: f"{b.attr('vocab')} -> {_axes(b.attr('out_axes'))}"),
+    "einsum": _Label("box", lambda b: "-> [" + ", ".join(b.attr("result", ())) + "]"),
+    "causal": _Label("box", lambda b: f"{b.attr('q')}, {b.attr('k')}"),
+    "onehot": _Label("box", lambda b: str(b.attr("axis"))),
+    "arange": _Label("box", lambda b: str(b.attr("axis"))),
+    "gather": _Label("box", lambda b: f"along {b.attr('along')}"),
+    "stack": _Label("box", lambda b: f"along {b.attr('along')}"),
+    "take": _Label("box", lambda b: f"{b.attr('axis')}[{b.attr('index')}]"),
+    "rename": _Label("box", _reshape), "merge": _Label("box", _reshape), "split": _Label("box", _reshape),
+    "concat": _Label("box", _concat),
+    "dropout": _Label("box", lambda b: f"{b.attr('rate'):g}"),
+    "conv": _Label("box", _window), "pool": _Label("box", _window),
+}
+
+# Operations that never reach this backend (see tests/test_catalogue.py).
+NOT_SUPPORTED: dict[str, str] = {}
+
+# a registered operation is a box with its name
+ops.bind_table(LABELS, lambda op: _PLAIN)
 
 
 # ---------------------------------------------------------------- small helpers

@@ -19,8 +19,9 @@ import pytest
 from flax import nnx
 
 import diagrammar
-from diagrammar.backends import flax as fb
 from diagrammar.backends.flax import compile_diagram
+from diagrammar.backends.flax import module as flax_module
+from diagrammar.backends.flax.lowering import linear as flax_linear
 from diagrammar.errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
 
 
@@ -516,7 +517,7 @@ def test_weight_budget_refuses_before_allocating(monkeypatch):
     def no_allocation(*args, **kwargs):
         raise AssertionError("a weight was allocated")
 
-    monkeypatch.setattr(fb, "_init_weight", no_allocation)
+    monkeypatch.setattr(flax_module, "_init_weight", no_allocation)
     src = "axis n\ncircuit F(x: [n]) -> [n]:\n    repeat 4:\n        x = linear(x, n -> n)\n    return x"
     with pytest.raises(SizeTooLarge, match=r"repeat.x.W \[n, n\] has 25,000,000 elements per copy x 4 copies = "
                                            r"100,000,000, over the budget of 1,000"):
@@ -528,14 +529,14 @@ def test_weight_budget_refuses_before_allocating(monkeypatch):
 def test_parameter_budget_refuses_the_whole_model_before_allocating(monkeypatch):
     src = "axis n\ncircuit F(x: [n]) -> [n]:\n    repeat 4:\n        x = linear(x, n -> n)\n    return x"
     assert build(src, n=10, max_parameters=4 * 110).sizes["n"] == 10  # exactly at the budget: allowed
-    monkeypatch.setattr(fb, "_init_weight", lambda *a, **k: pytest.fail("a weight was allocated"))
+    monkeypatch.setattr(flax_module, "_init_weight", lambda *a, **k: pytest.fail("a weight was allocated"))
     with pytest.raises(SizeTooLarge, match="440"):
         build(src, n=10, max_parameters=439)
 
 
 @pytest.mark.parametrize("slots", [16, 1], ids=["gather_per_slot", "one_gather_for_many_slots"])
 def test_onehot_gather_and_the_dense_product_agree(slots, monkeypatch):
-    monkeypatch.setattr(fb, "_MAX_GATHER_SLOTS", slots)
+    monkeypatch.setattr(flax_linear, "_MAX_GATHER_SLOTS", slots)
     src = ("circuit F(i: int[b], j: int[b]) -> [b, c]:\n"
            "    return relu(linear(stack(onehot(i, v), onehot(j, v), along = e), (e, v) -> c))")
     i, j = ints(7, 4).at[0].set(-1), ints(7, 4, seed=2).at[1].set(7)  # out of range: a zero row

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from ... import ops
 from ...ir import Diagram, const_label
 
 # ---------------------------------------------------------------- dimensions (px)
@@ -203,29 +205,106 @@ def _label_box(x: float, baseline: float, text: str, size: float, bold: bool = F
 
 # ---------------------------------------------------------------- what each operation looks like
 
-JUNCTION_SYMBOL = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "lt": "<", "le": "≤", "gt": ">",
-                   "ge": "≥", "eq": "=", "where": "?", "maximum": "max", "minimum": "min"}
-BINARY_TEXT = {"add": "+", "sub": "−", "mul": "×", "div": "÷", "lt": "<", "le": "≤", "gt": ">",
-               "ge": "≥", "eq": "=", "maximum": "max", "minimum": "min"}
-MARK_TEXT = {"relu": "R", "gelu": "G", "silu": "S", "sigmoid": "σ", "tanh": "tanh", "softplus": "sp",
-             "exp": "exp", "log": "log", "sqrt": "√", "abs": "abs", "square": "x²", "neg": "−",
-             "dropout": "drop", "causal": "mask"}
-REDUCE_TEXT = {"sum": "Σ", "mean": "mean", "max": "max", "min": "min", "logsumexp": "lse",
-               "argmax": "argmax"}
-KIND = {"linear": "box", "conv": "box", "pool": "box", "layernorm": "norm", "rmsnorm": "norm",
-        "softmax": "soft", "log_softmax": "soft", "embed": "index", "take": "index", "gather": "index",
-        "onehot": "index", "rename": "bar", "merge": "bar", "split": "bar", "stack": "bar",
-        "concat": "bar", "dot": "contract", "einsum": "contract", "param": "source", "const": "source",
-        "arange": "source", "call": "call", "scan": "scan", "repeat": "repeat"}
-for _op in REDUCE_TEXT:
-    KIND[_op] = "reduce"
-for _op in JUNCTION_SYMBOL:
-    KIND[_op] = "junction"
-for _op in MARK_TEXT:
-    KIND[_op] = "mark"
-NORM_TEXT = {"layernorm": "μσ", "rmsnorm": "rms"}  # small, inside the circle: which normalisation
+
+@dataclass(frozen=True)
+class Glyph:
+    """How a figure draws one operation: the kind of shape, and what is written on or in it.
+
+    `kind` picks the shape (see glyphs.py): box, index (a box with a pointed
+    end), norm (a circle over the normalised axes), soft (a triangle), reduce,
+    mark (a tag on the wire), junction (where operands meet), contract, bar
+    (moves axes), source, call, scan, repeat. `text` is the symbol on a mark or
+    junction, the letters of a reduction or index box, the letters inside a
+    norm's circle or a soft triangle's; `label`, where the text depends on the
+    box's attributes, gives (main text, superscript, bold) for a box.
+    """
+
+    kind: str
+    text: str = ""
+    label: Callable | None = None
+
+
+def _sup(box) -> str:
+    return "" if _auto_name(box) else box.name
+
+
+def _conv_label(box) -> tuple[str, str, bool]:
+    k = tuple(box.attr("kernel", ()))
+    core = f"∗{k[0]}{_sup_digits(len(k))}" if k and len(set(k)) == 1 else "∗" + "×".join(map(str, k))
+    return core + ("+" if box.attr("bias", True) else ""), _sup(box), True
+
+
+def _pool_label(box) -> tuple[str, str, bool]:
+    w = tuple(box.attr("window", ()))
+    core = f"{w[0]}{_sup_digits(len(w))}" if w and len(set(w)) == 1 else "×".join(map(str, w))
+    return f"{core} {box.attr('op', 'max')}", "", False
+
+
+# The glyph of every operation, by name (ops.py is the catalogue; tests/test_catalogue.py checks this covers it).
+GLYPHS: dict[str, Glyph] = {
+    # where operands meet: the operator's symbol
+    **{op: Glyph("junction", sym) for op, sym in (
+        ("add", "+"), ("sub", "−"), ("mul", "×"), ("div", "÷"), ("lt", "<"), ("le", "≤"), ("gt", ">"),
+        ("ge", "≥"), ("eq", "="), ("where", "?"), ("maximum", "max"), ("minimum", "min"))},
+    # a tag on the wire
+    **{op: Glyph("mark", text) for op, text in (
+        ("relu", "R"), ("gelu", "G"), ("silu", "S"), ("sigmoid", "σ"), ("tanh", "tanh"), ("softplus", "sp"),
+        ("exp", "exp"), ("log", "log"), ("sqrt", "√"), ("abs", "abs"), ("square", "x²"), ("neg", "−"),
+        ("dropout", "drop"), ("causal", "mask"))},
+    # a box over the axes it folds away
+    **{op: Glyph("reduce", text) for op, text in (
+        ("sum", "Σ"), ("mean", "mean"), ("max", "max"), ("min", "min"), ("logsumexp", "lse"), ("argmax", "argmax"))},
+    "linear": Glyph("box", label=lambda box: ("L+" if box.attr("bias", True) else "L", _sup(box), True)),
+    "conv": Glyph("box", label=_conv_label),
+    "pool": Glyph("box", label=_pool_label),
+    "layernorm": Glyph("norm", "μσ"), "rmsnorm": Glyph("norm", "rms"),
+    "softmax": Glyph("soft"), "log_softmax": Glyph("soft", "log"),
+    "embed": Glyph("index", label=lambda box: ("E", _sup(box), True)),
+    "take": Glyph("index", label=lambda box: (f"[{box.attr('index', 0)}]", "", False)),
+    "gather": Glyph("index", "gather"), "onehot": Glyph("index", "onehot"),
+    **{op: Glyph("bar") for op in ("rename", "merge", "split", "stack", "concat")},
+    "dot": Glyph("contract"), "einsum": Glyph("contract"),
+    "param": Glyph("source", label=lambda box: (box.name, "", True)),
+    "const": Glyph("source", label=lambda box: (_const_text(box.attr("value", ("num", 0.0))), "", False)),
+    "arange": Glyph("source", "arange"),
+    "call": Glyph("call"), "scan": Glyph("scan"), "repeat": Glyph("repeat"),
+}
+
+# Operations that never reach this backend (see tests/test_catalogue.py).
+NOT_SUPPORTED: dict[str, str] = {}
+
+# a registered operation brings its (shape, text): a mark or a box
+ops.bind_table(GLYPHS, lambda op: Glyph(*op.glyph))
+
+
+def glyph_text(op: str, kind: str, default: str = "") -> str:
+    """The text of `op`'s glyph when its glyph is of this kind, else `default`."""
+    g = GLYPHS.get(op)
+    return g.text if g is not None and g.kind == kind else default
+
+
+class _Kinds(Mapping):
+    """Operation -> the kind of its glyph: a view of GLYPHS (operations registered later included)."""
+
+    def __getitem__(self, op: str) -> str:
+        return GLYPHS[op].kind
+
+    def get(self, op: str, default=None):
+        g = GLYPHS.get(op)
+        return default if g is None else g.kind
+
+    def __iter__(self):
+        return iter(GLYPHS)
+
+    def __len__(self) -> int:
+        return len(GLYPHS)
+
+
+KIND = _Kinds()
+# a binary operation with a constant operand is drawn as a mark with the constant written on it
+BINARY_TEXT = {op: g.text for op, g in GLYPHS.items() if g.kind == "junction" and op != "where"}
 FOLDABLE = set(BINARY_TEXT)  # a constant operand of these is written on the mark
-COMMUTATIVE = {"add", "mul", "maximum", "minimum", "eq"}  # a constant on the left is written on the right
+COMMUTATIVE = {o.name for o in ops.CATALOGUE.values() if o.commutative}  # a constant on the left is written on the right
 
 
 def _lab(color: str) -> tuple[float, float, float]:
@@ -435,33 +514,13 @@ def _sup_digits(n: int) -> str:
 
 def _box_text(box, op: str) -> tuple[str, str, bool]:
     """(main text, superscript, bold) written in a box."""
-    sup = "" if _auto_name(box) else box.name
-    if op == "linear":
-        return ("L+" if box.attr("bias", True) else "L"), sup, True
-    if op == "embed":
-        return "E", sup, True
-    if op == "conv":
-        k = tuple(box.attr("kernel", ()))
-        core = f"∗{k[0]}{_sup_digits(len(k))}" if k and len(set(k)) == 1 else "∗" + "×".join(map(str, k))
-        return core + ("+" if box.attr("bias", True) else ""), sup, True
-    if op == "pool":
-        w = tuple(box.attr("window", ()))
-        core = f"{w[0]}{_sup_digits(len(w))}" if w and len(set(w)) == 1 else "×".join(map(str, w))
-        return f"{core} {box.attr('op', 'max')}", "", False
-    if op in NORM_TEXT:  # a circle over its axes; the letters inside are drawn with it (NORM_TEXT)
+    g = GLYPHS.get(op)
+    if g is None:
         return "", "", False
-    if op in REDUCE_TEXT:
-        return REDUCE_TEXT[op], "", False
-    if op == "take":
-        return f"[{box.attr('index', 0)}]", "", False
-    if op in ("gather", "onehot", "arange"):
-        return op, "", False
-    if op == "param":
-        return box.name, "", True
-    if op == "const":
-        return _const_text(box.attr("value", ("num", 0.0))), "", False
-    if op == "log_softmax":
-        return "log", "", False
+    if g.label is not None:
+        return g.label(box)
+    if g.kind in ("box", "reduce", "index", "soft", "source"):
+        return g.text, "", False
     return "", "", False
 
 

@@ -12,7 +12,6 @@ from .geometry import (
     LABEL_SIZE,
     LANE_GAP,
     LOOP,
-    NORM_TEXT,
     PANEL_PAD,
     PORT_NAME_SIZE,
     SELECT_R,
@@ -31,6 +30,7 @@ from .geometry import (
     _poly,
     _rect,
     _shift,
+    glyph_text,
     text_width,
     where_text,
 )
@@ -412,7 +412,7 @@ class _GlyphsMixin:
                     if stubs:
                         glyphs.append(Path(tuple(stubs), INK, 1.2, None, None, "stub"))
                 glyphs.append(Circle(cx, cy, r, FILL["norm"], INK, 2.0, "box"))  # a thick outline, as Abbott's
-                letters = NORM_TEXT.get(n.op, "")
+                letters = glyph_text(n.op, "norm")
                 if letters:
                     size = min(SMALL, 1.5 * r / max(text_width(letters, 1.0), 0.1))
                     texts.append(Text(cx, cy + size * 0.36, letters, size, INK, False, True, "middle", "box"))

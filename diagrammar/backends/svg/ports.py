@@ -6,9 +6,7 @@ from .geometry import (
     BOX_PAD,
     BOX_SIZE,
     CLEAR,
-    JUNCTION_SYMBOL,
     LOOP,
-    MARK_TEXT,
     PANEL_PAD,
     PITCH,
     PORT_NAME_SIZE,
@@ -18,6 +16,7 @@ from .geometry import (
     TOP_PAD,
     _bend_width,
     _box_text,
+    glyph_text,
     selector_width,
     text_width,
 )
@@ -308,7 +307,7 @@ class _PortsMixin:
         offs = {a: o for a, o in tracks}
         ports = [offs.get(a, 0.0) for a in out_axes]
         n.outs[0] = _Out(out_axes, ports, list(ports), set(out_axes))
-        text = n.const_text or MARK_TEXT.get(n.op, n.op)
+        text = n.const_text or glyph_text(n.op, "mark", n.op)
         if n.op == "dropout" and n.box is not None:
             text = f"drop {n.box.attr('rate', 0):g}"
         n.g["text"] = text
@@ -343,7 +342,7 @@ class _PortsMixin:
             n.in_ports[i] = ports
         main_axes = [a for a, _ in tracks] if n.prim is not None else []
         n.outs[0] = _Out(order, [pos[a] for a in order], [pos[a] for a in order], set(main_axes))
-        sym = n.const_text or JUNCTION_SYMBOL.get(n.op, n.op)
+        sym = n.const_text or glyph_text(n.op, "junction", n.op)
         n.g["sym"] = sym
         n.g["dots"] = [pos[a] for a in order if merge_count[a] >= 2]
         n.g["top_y"] = top_y

@@ -1,0 +1,479 @@
+"""Backend flax: compile time (sizes, weights, initialisers), the `nnx.Module` and its inputs and outputs."""
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ...errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
+from ...ir import Box, Diagram, Init, Size, TensorType, TupleType, Weight
+from .runner import _Runner
+from .values import _DTYPES, _V, _Ctx, _full
+
+DEFAULT_MAX_WEIGHT_ELEMENTS = 2 ** 31
+# flax's lecun_normal: a normal truncated to [-2, 2] has this standard deviation
+_TRUNC_STD = 0.87962566103423978
+
+
+# ---------------------------------------------------------------- compile time
+
+
+class _Sizes:
+    """Evaluates the IR's symbolic sizes with the sizes bound at compile time."""
+
+    def __init__(self, bindings: dict[str, int]):
+        self.bindings = dict(bindings)
+        self._cache: dict[Size, int] = {}
+
+    def __call__(self, size: Size) -> int:
+        n = self._cache.get(size)
+        if n is None:
+            n = self._cache[size] = size.value if size.is_const else int(size.evaluate(self.bindings))
+        return n
+
+    def shape(self, t: TensorType) -> tuple[int, ...]:
+        return tuple(self(a.size) for a in t.axes)
+
+
+@dataclass(frozen=True)
+class _WeightSpec:
+    dotted: str  # the IR's dotted name, e.g. "repeat.x.W"
+    path: tuple[str, ...]  # attribute path in the module tree (names mangled where needed)
+    weight: Weight
+    copies: tuple[tuple[str, Size], ...]  # enclosing repeats, outermost first: (dotted box name, count)
+    box: Box
+
+
+def _walk_weights(d: Diagram, prefix: str = "", copies: tuple = ()) -> Iterable[tuple[str, Weight, tuple, Box]]:
+    # the same order as Diagram.weights(), plus the repeat counts one by one and the owning box
+    for b in d.boxes:
+        for w in b.weights:
+            yield f"{prefix}{b.name}" + (f".{w.name}" if w.name else ""), w, copies, b
+        if b.body is not None:
+            inner = copies + ((f"{prefix}{b.name}", b.attr("count")),) if b.op == "repeat" else copies
+            yield from _walk_weights(b.body, f"{prefix}{b.name}.", inner)
+
+
+def _diagrams(d: Diagram) -> Iterable[Diagram]:
+    seen: set[int] = set()
+    stack = [d]
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        stack.extend(b.body for b in x.boxes if b.body is not None)
+
+
+def _all_axes(d: Diagram) -> dict[str, set[Size]]:
+    out: dict[str, set[Size]] = {}
+    for x in _diagrams(d):
+        for w in x.wires:
+            for a in w.type.axes:
+                out.setdefault(a.name, set()).add(a.size)
+        for b in x.boxes:
+            for w in b.weights:
+                for a in w.type.axes:
+                    out.setdefault(a.name, set()).add(a.size)
+    return out
+
+
+def _bind_sizes(d: Diagram, given: dict[str, Any]) -> _Sizes:
+    free = d.free_sizes()
+    known = _all_axes(d)
+    bindings: dict[str, int] = {}
+    for name, value in given.items():
+        if name not in free and name not in known:
+            hint = difflib.get_close_matches(name, sorted(set(known) | free), n=1)
+            raise UnknownName(f"{d.name} has no axis {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                              d.span, hint=("its free axes: " + ", ".join(sorted(free))) if free
+                              else f"{d.name} has no free axes: every size is fixed by the program")
+        if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+            raise InvalidArgument(f"the size of {name} must be an integer, got {value!r}", d.span)
+        value = int(value)
+        if value < 1:
+            raise SizeConflict(f"the size of {name} must be at least 1, got {value}", d.span)
+        if name in free:
+            bindings[name] = value
+        else:
+            fixed = {s.value for s in known[name] if s.is_const}
+            if fixed and value not in fixed:
+                raise SizeConflict(f"axis {name} is fixed at {min(fixed)} by the program; it cannot be compiled "
+                                   f"with {name}={value}", d.span,
+                                   hint=("free axes: " + ", ".join(sorted(free))) if free else None)
+    missing = sorted(free - set(bindings))
+    if missing:
+        raise InvalidArgument(
+            f"{d.name} has free axes without a size: {', '.join(missing)}", d.span,
+            hint="give them when compiling: compile(rngs=..., " + ", ".join(f"{m}=..." for m in missing) + ")")
+    sizes = _Sizes(bindings)
+    for x in _diagrams(d):
+        for w in x.wires:
+            for a in w.type.axes:
+                n = sizes(a.size)
+                if n < 1:
+                    raise SizeConflict(f"axis {a.name} = {a.size} evaluates to {n} in {x.name}; sizes must be at "
+                                       "least 1", x.span)
+        for b in x.boxes:
+            for key in ("count", "length"):
+                s = b.attr(key)
+                if isinstance(s, Size) and sizes(s) < 1:
+                    raise SizeConflict(f"{b.op} {b.name} runs {sizes(s)} times; it needs at least 1", b.span)
+            _check_reshape(x, b, sizes)
+    return sizes
+
+
+def _check_reshape(d: Diagram, b: Box, sizes: _Sizes):
+    """Sizes the checker could only compare symbolically must also agree as numbers."""
+    if b.op not in ("merge", "split", "concat"):
+        return
+    n_in = sum(math.prod(sizes.shape(d.wire(w).type)) for w in b.inputs)
+    out_t = d.wire(b.outputs[0]).type
+    n_out = math.prod(sizes.shape(out_t))
+    if b.op != "concat" and n_in != n_out:
+        raise SizeConflict(f"{b.op} {b.name} turns {n_in} elements into {n_out} with these sizes", b.span)
+
+
+def _mangle(name: str) -> str:
+    if name.startswith("_") or name in _RESERVED:
+        return name + "_"
+    return name
+
+
+class _Plan:
+    """Everything static about a compiled circuit (held by the module, hashed by identity)."""
+
+    def __init__(self, diagram: Diagram, sizes: _Sizes, weights: list[_WeightSpec], remat: bool = False,
+                 onehot_gather: bool = True):
+        self.diagram = diagram
+        self.sizes = sizes
+        self.weights = weights
+        self.has_dropout = any(b.op == "dropout" for x in _diagrams(diagram) for b in x.boxes)
+        self.remat = remat  # rematerialise scan steps (compile_diagram's `remat`)
+        self.onehot_gather = onehot_gather  # keep one-hots lazy (see _V)
+
+    def __repr__(self) -> str:
+        return f"<plan {self.diagram.name} {self.sizes.bindings}>"
+
+
+# ---------------------------------------------------------------- initialisers
+
+
+def _fan(w: Weight, names: Sequence[str], sizes: _Sizes) -> int:
+    by_name = {a.name: sizes(a.size) for a in w.type.axes}
+    return math.prod(by_name[n] for n in names if n in by_name)
+
+
+def _init_weight(key, w: Weight, copies: tuple[int, ...], sizes: _Sizes) -> jax.Array:
+    shape = copies + sizes.shape(w.type)
+    init: Init = w.init
+    kind = init.kind
+    if kind in ("zeros", "ones"):
+        return (jnp.zeros if kind == "zeros" else jnp.ones)(shape, jnp.float32)
+    if kind == "normal":
+        return _sample(key, "normal", shape, float(init.args[0]), 0.0)
+    if kind == "uniform":
+        return _sample(key, "uniform", shape, float(init.args[0]), float(init.args[1]))
+    if kind == "lecun":
+        fan_in = max(_fan(w, init.fan_in, sizes), 1)
+        return _sample(key, "truncated", shape, math.sqrt(1.0 / fan_in) / _TRUNC_STD, 0.0)
+    if kind == "glorot":
+        fan_in = max(_fan(w, init.fan_in, sizes), 1)
+        fan_out = max(_fan(w, init.fan_out, sizes), 1) if init.fan_out else fan_in
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return _sample(key, "uniform", shape, -limit, limit)
+    if kind == "embed":
+        return _sample(key, "normal", shape, 1.0 / math.sqrt(max(_fan(w, init.fan_out, sizes), 1)), 0.0)
+    raise InvalidArgument(f"the flax backend does not know the initialiser {kind!r}")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _sample(key, kind: str, shape: tuple[int, ...], a: float, b: float):
+    # one small compiled program per (initialiser, shape, scale), cached by jax across modules
+    if kind == "normal":
+        return a * jax.random.normal(key, shape, jnp.float32)
+    if kind == "truncated":
+        return a * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+    return jax.random.uniform(key, shape, jnp.float32, minval=a, maxval=b)
+
+
+# ---------------------------------------------------------------- the module
+
+
+class _Node(nnx.Module):
+    """A box that owns weights or nested boxes: its weights and sub-boxes are attributes."""
+
+
+class CompiledCircuit(nnx.Module):
+    """A circuit compiled to flax: call it with the circuit's inputs, in declared order.
+
+    Inputs are laid out as their types are written, with any extra leading
+    (batch) axes first; the whole circuit is broadcast over them. Tuple-typed
+    inputs are Python tuples. The result is laid out as the return type is
+    written, after the batch axes.
+
+    `model(*inputs, capture=["h", "attention.a"])` returns `(output, wires)`,
+    where `wires` maps each requested wire (a dotted path into calls, repeats
+    and scans) to its value, laid out as: one leading axis per enclosing
+    repeat or scan (its copies or steps, outermost first), then the batch
+    axes, then the wire's axes as its type is written.
+    """
+
+    def __init__(self, plan: _Plan, rngs: nnx.Rngs):
+        self.deterministic = False  # nnx.Dropout's convention: train() clears it, eval() sets it
+        self._plan = plan
+        if plan.has_dropout:
+            self._dropout_rngs = rngs["dropout"].fork()
+        for spec in plan.weights:
+            # eager, one weight at a time: jax caches each initialiser per shape across modules
+            counts = tuple(plan.sizes(c) for _, c in spec.copies)
+            value = _init_weight(rngs.params(), spec.weight, counts, plan.sizes)
+            axes = tuple(f"{name}#copy" for name, _ in spec.copies) + spec.weight.type.names
+            node = self
+            for part in spec.path[:-1]:
+                child = getattr(node, part, None)
+                if child is None:
+                    child = _Node()
+                    setattr(node, part, child)
+                node = child
+            setattr(node, spec.path[-1], nnx.Param(value, axes=axes))
+
+    # -- introspection
+    @property
+    def diagram(self) -> Diagram:
+        """The IR this module runs."""
+        return self._plan.diagram
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The sizes bound at compile time."""
+        return dict(self._plan.sizes.bindings)
+
+    def weight(self, dotted: str) -> nnx.Param:
+        """The `nnx.Param` at the IR's dotted name, e.g. `model.weight("attention.q.W")`."""
+        for spec in self._plan.weights:
+            if spec.dotted == dotted:
+                return self._param(spec)
+        hint = difflib.get_close_matches(dotted, [s.dotted for s in self._plan.weights], n=1)
+        raise KeyError(f"no weight {dotted!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+
+    def _param(self, spec: _WeightSpec) -> nnx.Param:
+        node = self
+        for part in spec.path:
+            node = getattr(node, part)
+        return node
+
+    # -- the forward pass
+    def __call__(self, *inputs, capture: str | Sequence[str] | None = None):
+        plan = self._plan
+        d = plan.diagram
+        request = _parse_capture(d, capture) if capture is not None else None
+        if len(inputs) != len(d.inputs):
+            names = ", ".join(f"{p.name}: {p.type}" for p in d.inputs)
+            raise TypeError(f"{d.name} takes {len(d.inputs)} input{'s' if len(d.inputs) != 1 else ''} ({names}), "
+                            f"got {len(inputs)}")
+        leaves: list[tuple[str, TensorType, Any]] = []
+        for port, value in zip(d.inputs, inputs):
+            _flatten_input(port.name, port.type, value, leaves)
+        values, batch, batch_sizes = _bind_batch(d.name, leaves, plan.sizes)
+        weights = {spec.dotted: self._param(spec)[...] for spec in plan.weights}
+        training = not self.deterministic
+        key = self._dropout_rngs() if plan.has_dropout and training else None
+        ctx = _Ctx(batch=batch, sizes=batch_sizes, training=training, key=key)
+        outs, caps = _Runner(plan, weights).run(d, "", values, ctx, request)
+        it = iter(outs)
+        result = _rebuild(d.output.type, it, batch, batch_sizes, plan.sizes)
+        if capture is None:
+            return result
+        return result, {name: caps[name][0] for name in request.order}
+
+
+_RESERVED = frozenset(dir(CompiledCircuit)) | frozenset(dir(_Node)) | {"deterministic"}
+
+
+def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
+                    max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS, max_parameters: int | None = None,
+                    remat: bool = False, onehot_gather: bool = True, **axis_sizes: int) -> CompiledCircuit:
+    """Compile a typed diagram to a trainable `flax.nnx.Module`.
+
+    Args:
+        diagram: a checked circuit, e.g. `diagrammar.load(path)["Name"]`.
+        rngs: the `nnx.Rngs` (or an int seed) that initialise the weights (the
+            `params` stream) and drive dropout (the `dropout` stream); either
+            falls back to the `default` stream.
+        max_weight_elements: refuse, before allocating anything, any weight with
+            more elements than this (counting every copy of a `repeat`).
+        max_parameters: refuse, before allocating anything, a model with more
+            parameters than this in all (`backends.cost.check_budget`).
+        remat: rematerialise every `scan` step in the backward pass (`jax.checkpoint`):
+            same results, less memory, faster when a step's intermediates dwarf its state.
+        onehot_gather: run `linear` of a `onehot` (or of a `stack` of them) as a
+            gather of weight rows instead of a matrix product with one-hot rows:
+            same results, less work (ModAddMLP trains 1.6x faster). False keeps
+            the dense product, e.g. to compare with a hand-written model.
+        **axis_sizes: sizes of the circuit's free axes (`diagram.free_sizes()`).
+
+    Returns:
+        A `CompiledCircuit`: call it with the circuit's inputs; weights are
+        `nnx.Param`s at the IR's dotted names.
+
+    Raises:
+        InvalidArgument: a free axis was not given a size.
+        UnknownName: a size was given for an axis the circuit does not have.
+        SizeConflict: a size is below 1, or contradicts a size fixed by the program.
+        SizeTooLarge: a weight exceeds `max_weight_elements`, or the model
+            `max_parameters`.
+
+    Example:
+        >>> import diagrammar, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> program = diagrammar.parse('''
+        ... axis n, d = 3, h = 8
+        ... circuit Net(x: [n, d]) -> [n]:
+        ...     return sum(relu(linear(x, d -> h)), over = h)
+        ... ''')
+        >>> model = compile_diagram(program["Net"], rngs=nnx.Rngs(0), n=5)
+        >>> model.out.W.shape
+        (3, 8)
+        >>> model(jnp.ones((2, 5, 3))).shape    # a batch of 2
+        (2, 5)
+    """
+    if isinstance(rngs, int):
+        rngs = nnx.Rngs(rngs)
+    sizes = _bind_sizes(diagram, axis_sizes)
+    if max_parameters is not None:
+        from ..cost import check_budget  # reads the IR only, like this backend
+
+        check_budget(diagram, max_parameters, sizes.bindings)
+    specs = []
+    for dotted, w, copies, box in _walk_weights(diagram):
+        per_copy = math.prod(sizes.shape(w.type))
+        n_copies = math.prod(sizes(c) for _, c in copies)
+        total = per_copy * n_copies
+        if total > max_weight_elements:
+            what = f"{per_copy:,} elements" + (f" per copy x {n_copies:,} copies = {total:,}" if n_copies > 1 else "")
+            raise SizeTooLarge(f"weight {dotted} {w.type} has {what}, over the budget of {max_weight_elements:,}; "
+                               "nothing was allocated", box.span,
+                               hint="bind smaller sizes, or raise max_weight_elements")
+        specs.append(_WeightSpec(dotted, tuple(_mangle(p) for p in dotted.split(".")), w, copies, box))
+    return CompiledCircuit(_Plan(diagram, sizes, specs, remat=bool(remat), onehot_gather=bool(onehot_gather)), rngs)
+
+
+# ---------------------------------------------------------------- the boundary
+
+
+def _flatten_input(name: str, t, value, out: list):
+    if isinstance(t, TupleType):
+        if not isinstance(value, (tuple, list)) or len(value) != len(t.items):
+            n = len(value) if isinstance(value, (tuple, list)) else "not a tuple"
+            raise TypeError(f"input {name} is the tuple {t}: pass a tuple of {len(t.items)} arrays (got {n})")
+        for i, (ti, vi) in enumerate(zip(t.items, value)):
+            _flatten_input(f"{name}.{i}", ti, vi, out)
+        return
+    out.append((name, t, value))
+
+
+def _bind_batch(circuit: str, leaves, sizes: _Sizes):
+    """Inputs as named values; leading extra axes become the batch axes `#0`, `#1`, ... (aligned on the right)."""
+    arrays = []
+    for name, t, value in leaves:
+        a = jnp.asarray(value)
+        want = sizes.shape(t)
+        r = len(want)
+        if a.ndim < r or tuple(a.shape[a.ndim - r:]) != want:
+            axes = ", ".join(f"{n}={s}" for n, s in zip(t.names, want))
+            raise ValueError(f"{circuit}'s input {name} is {t} ({axes}), so its last {r} axes must have the shape "
+                             f"{want}; got an array of shape {tuple(a.shape)} (extra leading axes are a batch)")
+        if t.dtype == "int":
+            if not (jnp.issubdtype(a.dtype, jnp.integer) or a.dtype == jnp.bool_):
+                raise TypeError(f"{circuit}'s input {name} is {t}: it needs integer indices, got {a.dtype}")
+            a = a.astype(jnp.int32)
+        elif t.dtype == "bool":
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                raise TypeError(f"{circuit}'s input {name} is {t}: it needs booleans, got {a.dtype}")
+            a = a.astype(jnp.bool_)
+        else:
+            a = a.astype(jnp.float32)
+        arrays.append((a, a.ndim - r, t.names))
+    k = max((e for _, e, _ in arrays), default=0)
+    batch = tuple(f"#{i}" for i in range(k))
+    batch_sizes: dict[str, int] = {}
+    for a, e, _ in arrays:
+        for j in range(e):
+            n, s = batch[k - e + j], a.shape[j]
+            if s != 1 and batch_sizes.get(n, 1) not in (1, s):
+                raise ValueError(f"{circuit}'s inputs disagree on batch axis {k - e + j} "
+                                 f"(sizes {batch_sizes[n]} and {s})")
+            if s != 1 or n not in batch_sizes:
+                batch_sizes[n] = s
+    values = []
+    for a, e, names in arrays:
+        bnames = list(batch[k - e:])
+        # a size-1 batch axis where another input has more is broadcast by dropping it
+        drop = [j for j, n in enumerate(bnames) if a.shape[j] == 1 and batch_sizes[n] != 1]
+        if drop:
+            a = jnp.squeeze(a, axis=tuple(drop))
+            bnames = [n for j, n in enumerate(bnames) if j not in drop]
+        values.append(_V(a, tuple(bnames) + tuple(names)))
+    return values, batch, batch_sizes
+
+
+def _rebuild(t, it, batch, batch_sizes, sizes: _Sizes):
+    if isinstance(t, TupleType):
+        return tuple(_rebuild(x, it, batch, batch_sizes, sizes) for x in t.items)
+    v = next(it)
+    names = tuple(batch) + t.names
+    full = dict(batch_sizes)
+    full.update(zip(t.names, sizes.shape(t)))
+    return _full(v, names, full).astype(_DTYPES[t.dtype])
+
+
+# ---------------------------------------------------------------- probes
+
+
+@dataclass
+class _Request:
+    wires: set = field(default_factory=set)
+    children: dict = field(default_factory=dict)
+    order: list = field(default_factory=list)  # every requested name, as given (top level only)
+
+
+def _wire_names(d: Diagram, prefix: str = "") -> list[str]:
+    out = [prefix + w.name for w in d.wires]
+    for b in d.boxes:
+        if b.body is not None:
+            out.extend(_wire_names(b.body, f"{prefix}{b.name}."))
+    return out
+
+
+def _parse_capture(d: Diagram, capture) -> _Request:
+    names = [capture] if isinstance(capture, str) else list(capture)
+    root = _Request()
+    for full in names:
+        node, dg, rest = root, d, full
+        while True:
+            if any(w.name == rest for w in dg.wires):
+                node.wires.add(rest)
+                break
+            owner = next((b for b in dg.boxes if b.body is not None and rest.startswith(b.name + ".")), None)
+            if owner is None:
+                every = _wire_names(d)
+                hint = difflib.get_close_matches(full, every, n=3)
+                shown = [n for n in every if ":" not in n]
+                listing = ", ".join(shown[:40]) + (", ..." if len(shown) > 40 else "")
+                raise KeyError(f"{d.name} has no wire {full!r}"
+                               + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+                               + f" Wires: {listing}")
+            node = node.children.setdefault(owner.name, _Request())
+            dg, rest = owner.body, rest[len(owner.name) + 1:]
+        if full not in root.order:
+            root.order.append(full)
+    return root
