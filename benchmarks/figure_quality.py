@@ -38,8 +38,8 @@ from diagrammar.backends.svg.quality import (
     measure,
     measure_svg,
 )
-from diagrammar.gallery_cli import _has_body  # the gallery's rule for drawing depth 1
-from diagrammar.render_cli import own_circuits
+from diagrammar.cli.gallery import _has_body  # the gallery's rule for drawing depth 1
+from diagrammar.cli.render import own_circuits
 
 COMPARED = ("crossings", "pileups", "label_pt", "page_height_in")
 

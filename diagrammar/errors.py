@@ -14,6 +14,7 @@ __all__ = [
     "ShapeMismatch", "SizeConflict", "InvalidArgument", "WrongArity",
     "RecursiveCircuit", "UseNotFound", "UseOutsideRoots", "SizeTooLarge",
     "AxisValueClash", "NoReturn",
+    "CommandError", "BadArgument", "UnusableFile", "RunInProgress", "MissingDependency",
 ]
 
 
@@ -163,6 +164,41 @@ class AxisValueClash(CircuitError):
 
 class NoReturn(CircuitError):
     """A circuit body that never returns."""
+
+
+class CommandError(Exception):
+    """A command that cannot do what it was asked, for a reason outside the program text.
+
+    The command line prints the message alone, with no traceback, and exits
+    with ``exit_code`` (2: a usage or file error). The message is whole
+    sentences that say what to do.
+    """
+
+    exit_code = 2
+
+
+class BadArgument(CommandError):
+    """A command-line argument the command cannot use: a value out of range, a circuit the file lacks."""
+
+
+class UnusableFile(CommandError, OSError):
+    """A file or folder that cannot be read or written as asked: missing, read-only, full, a folder
+    or FIFO where a file should be. Nothing was half-written. Also an ``OSError``."""
+
+    def __init__(self, message: str):
+        # OSError's constructor reads (errno, strerror) pairs; keep the message whole.
+        CommandError.__init__(self, message)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RunInProgress(CommandError):
+    """Another process is training into the same output folder."""
+
+
+class MissingDependency(CommandError, ImportError):
+    """A package the command needs is not installed; the message names the install command. Also an ``ImportError``."""
 
 
 @dataclass

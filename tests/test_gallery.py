@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diagrammar.cli import main
-from diagrammar.gallery_cli import build
+from diagrammar.cli.gallery import build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_render_defaults_and_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["render", str(ROOT / "circuits/mlp.circuit")]) == 0
     assert (tmp_path / "ResidualMLP.svg").is_file()  # the last circuit of the file
-    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "--circuit", "Nope"]) == 1
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "--circuit", "Nope"]) == 2
     assert "no circuit named 'Nope'" in capsys.readouterr().err
     assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", "fig.pdf"]) == 2
     assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", "-"]) == 0
@@ -74,7 +74,7 @@ def test_render_png_without_cairosvg(tmp_path, monkeypatch, capsys):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cairo)
-    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", str(tmp_path / "x.png")]) == 1
+    assert main(["render", str(ROOT / "circuits/mlp.circuit"), "-o", str(tmp_path / "x.png")]) == 2
     assert "pip install cairosvg" in capsys.readouterr().err
 
 
@@ -90,7 +90,7 @@ def test_render_cost_and_dot(tmp_path, capsys):
 
 
 def test_committed_result_plots_are_shown_with_their_commands():
-    from diagrammar.gallery_cli import RESULTS
+    from diagrammar.cli.gallery import RESULTS
 
     index = (ROOT / "gallery" / "README.md").read_text(encoding="utf-8")
     for r in RESULTS:

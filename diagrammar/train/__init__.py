@@ -1,7 +1,8 @@
 """Train stage: tasks, an optax loop fusing steps with lax.scan, checkpoints, metrics and plots.
 
-Names are loaded lazily so that importing ``diagrammar.train.cli_train`` (to
-build the command-line parser) does not import jax.
+Names are loaded lazily so that importing ``diagrammar.train`` (as the
+command line's ``diagrammar.cli.train`` does to build its parser) never
+imports jax.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ..cli import _files
 from . import checkpoint as ckpt
-from . import plots
+from . import plots, rundir
 
 METRICS_NAME = "metrics.jsonl"
 CURVES_NAME = "curves.png"
@@ -106,6 +107,8 @@ class TrainResult:
     stopped_early: bool = False
     files: list[Path] = dataclasses.field(default_factory=list)
     resumed_from: int | None = None
+    changed: list[str] = dataclasses.field(default_factory=list)
+    """Settings that differ from the resumed checkpoint's (continued with ``force=True``)."""
 
 
 def default_optimizer(
@@ -172,7 +175,20 @@ def _jsonable(x: Any) -> Any:
 def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite the whole log atomically (used on resume, so it matches the checkpoint)."""
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    ckpt._write_atomic(path, data)
+    _files.write_atomic(path, data)
+
+
+def _check_step_counts(opt_state: Any, step: int, path: Path) -> None:
+    """The optimiser counts its updates (optax's ``count``); they must equal the checkpoint's step,
+    or the weights and the step come from different points of a run."""
+    for key, leaf in jax.tree_util.tree_leaves_with_path(opt_state):
+        name = jax.tree_util.keystr(key)
+        if name.endswith(".count") and np.ndim(leaf) == 0 and jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.integer):
+            count = int(leaf)
+            if count != step:
+                raise ckpt.CheckpointMismatch(
+                    f"{path}: not a readable checkpoint (its step is {step} but its optimiser state has made "
+                    f"{count} updates ({name})); delete it, start afresh (--fresh) or give another output folder")
 
 
 def train(
@@ -191,6 +207,8 @@ def train(
     stop_when: Callable[[dict[str, Any]], bool] | None = None,
     plot_every_seconds: float = 30.0,
     unroll: int = 1,
+    config: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place on ``task`` for ``steps`` optimiser steps in total.
 
@@ -216,6 +234,12 @@ def train(
         during the run (it is always written at the end).
       unroll: steps per iteration of the compiled ``lax.scan`` loop; more lets
         XLA overlap small steps at the cost of compile time.
+      config: JSON-able settings of the run that the optimizer object cannot
+        show (learning rate, weight decay, the circuit, ...). Stored in each
+        checkpoint with the seed and the task's config; resuming compares all
+        of them and refuses a difference unless ``force``.
+      force: resume even when ``config``, the seed or the task's config differ
+        from the checkpoint's (the new settings apply from here on).
 
     Returns:
       A :class:`TrainResult`. The model holds the final weights, in eval mode.
@@ -224,12 +248,28 @@ def train(
       TrainingDiverged: the training loss became NaN or inf. The model is left
         at the last finite state before the failing chunk; no checkpoint is
         written from the failing chunk.
-      CheckpointMismatch: ``out_dir`` holds a run of another model, task or seed.
+      CheckpointMismatch: ``out_dir`` holds a run of another model, task, seed
+        or settings, or a damaged or inconsistent checkpoint.
+      RunInProgress: another process is training into ``out_dir``.
+      UnusableFile: a file of the run cannot be written (full disk, read-only,
+        a folder in its place); what was written before is left whole.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    for name, value, least in (("steps", steps, 0), ("steps_per_call", steps_per_call, 1),
+                               ("eval_every", eval_every, 1), ("checkpoint_every", checkpoint_every, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or not least <= value <= ckpt.MAX_STEP):
+            raise ValueError(f"{name} must be a whole number from {least} to {ckpt.MAX_STEP}, got {value!r}")
+    if out_dir is None:
+        return _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, None, seed,
+                      resume, progress, stop_when, plot_every_seconds, unroll, config, force)
+    with rundir.claim(out_dir, what="out_dir"):
+        return _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, out_dir, seed,
+                      resume, progress, stop_when, plot_every_seconds, unroll, config, force)
+
+
+def _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, out_dir, seed, resume,
+           progress, stop_when, plot_every_seconds, unroll, config, force) -> TrainResult:
+    """The body of :func:`train`, run while this process holds ``out_dir``."""
     tx = optimizer if optimizer is not None else default_optimizer()
     eval_every = eval_every or steps_per_call
     checkpoint_every = checkpoint_every or eval_every
@@ -245,23 +285,32 @@ def train(
     eval_def, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)
 
-    step, history, elapsed, last_ckpt_step, resumed_from = 0, [], 0.0, None, None
+    # What a resumed run must share with its checkpoint; `settings` only when the caller says what they are.
+    run_config: dict[str, Any] = {"seed": seed, "task": task_config}
+    if config is not None:
+        run_config["settings"] = _jsonable(config)
+
+    step, history, elapsed, last_ckpt_step, resumed_from, changed = 0, [], 0.0, None, None, []
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and ckpt_file.exists():
+        if resume and ckpt.exists(ckpt_file):
+            meta = ckpt.load_meta(ckpt_file)  # settings first: a run of other settings is refused unread
+            step, history, elapsed = ckpt.run_record(meta, ckpt_file)
+            stored = meta.get("config")
+            if not isinstance(stored, dict):  # written before settings were recorded
+                stored = {"seed": meta.get("seed"), "task": meta.get("task")}
+            changed = [line.removeprefix("settings.") for line in
+                       ckpt.differences({k: stored[k] for k in run_config if k in stored}, run_config)]
+            if changed and not force:
+                raise ckpt.CheckpointMismatch(
+                    f"{ckpt_file} belongs to a run with other settings: " + "; ".join(changed)
+                    + ". Continue it with these settings anyway with --force (force=True), start afresh with "
+                    "--fresh (resume=False), or give another output folder")
             (params, rest, opt_state), meta = ckpt.load(ckpt_file, (params, rest, opt_state))
-            for name, have, want in (("seed", meta.get("seed"), seed), ("task", meta.get("task"), task_config)):
-                if have != want:
-                    raise ckpt.CheckpointMismatch(
-                        f"{ckpt_file} belongs to a run with {name} {have!r}, not {want!r}; "
-                        "use another output directory or start afresh (resume=False, --fresh)"
-                    )
-            step, history, elapsed = int(meta["step"]), list(meta["history"]), float(meta["wall_time"])
+            _check_step_counts(opt_state, step, ckpt_file)
             last_ckpt_step = resumed_from = step
             _write_lines(metrics_file, history)
         else:
-            if ckpt_file.exists():
-                ckpt_file.unlink()
+            ckpt.discard(ckpt_file)
             _write_lines(metrics_file, [])
 
     train_data = {k: jnp.asarray(v) for k, v in task.train_data.items()}
@@ -307,7 +356,7 @@ def train(
         nonlocal last_ckpt_step
         if ckpt_file is None:
             return
-        meta = dict(step=step, seed=seed, task=task_config, history=history,
+        meta = dict(step=step, seed=seed, task=task_config, config=run_config, history=history,
                     wall_time=elapsed + time.perf_counter() - t_start)
         ckpt.save(ckpt_file, (params, rest, opt_state), meta)
         last_ckpt_step = step
@@ -326,8 +375,7 @@ def train(
         row = _jsonable(row)
         history.append(row)
         if metrics_file is not None:
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            _files.append_text(metrics_file, json.dumps(row) + "\n")
         return row
 
     def next_boundary(s: int) -> int:
@@ -394,6 +442,7 @@ def train(
         stopped_early=stopped,
         files=files,
         resumed_from=resumed_from,
+        changed=changed,
     )
 
 

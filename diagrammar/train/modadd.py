@@ -22,6 +22,7 @@ from flax import nnx
 from . import plots
 
 SPECTRUM_NAME = "fourier.png"
+MAX_P = 8192  # the task holds all p * p pairs: 67M at most, about 800 MB of int32
 
 
 @dataclasses.dataclass
@@ -60,6 +61,9 @@ class ModAdd:
     def __post_init__(self) -> None:
         if self.p < 2:
             raise ValueError(f"p must be at least 2, got {self.p}")
+        if self.p > MAX_P:
+            raise ValueError(f"p = {self.p:,} gives {self.p * self.p:,} pairs to hold in memory; p can be at most "
+                             f"{MAX_P:,}")
         if not 0.0 < self.train_frac < 1.0:
             raise ValueError(f"train_frac must be strictly between 0 and 1, got {self.train_frac}")
         if self.loss_kind not in ("ce", "mse"):
@@ -308,3 +312,50 @@ class ModAddMLP(nnx.Module):
 def _lead(bias: jax.Array, ndim: int) -> jax.Array:
     # Explicit leading axes, so the model also runs under jax_numpy_rank_promotion="raise".
     return jnp.reshape(bias, (1,) * (ndim - 1) + bias.shape)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def probe_inputs(model: nnx.Module, inputs: str = "auto") -> tuple[str, int]:
+    """How to call ``model`` and its output size p, found by abstract evaluation (no FLOPs).
+
+    Args:
+      model: the compiled circuit.
+      inputs: ``"ab"``, ``"tokens"`` or ``"auto"`` (try both).
+
+    Returns:
+      ``(inputs, p)``.
+
+    Raises:
+      ValueError: the model takes neither form, or does not return ``[batch, p]``.
+    """
+    model.eval()
+    graphdef, state = nnx.split(model)
+    candidates = {"ab": (jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32)),
+                  "tokens": (jnp.zeros((1, 3), jnp.int32),)}
+    tried = []
+    for mode in (("ab", "tokens") if inputs == "auto" else (inputs,)):
+        try:
+            out = jax.eval_shape(lambda s, *xs: nnx.merge(graphdef, s)(*xs), state, *candidates[mode])
+        except Exception as e:  # any failure means "not called this way"; reported below
+            tried.append(f"{mode}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        if getattr(out, "ndim", 0) == 2 and out.shape[0] == 1:
+            return mode, int(out.shape[-1])
+        tried.append(f"{mode}: returned shape {getattr(out, 'shape', type(out).__name__)}, expected [batch, p]")
+    raise ValueError("the circuit does not take modular-addition inputs as model(a, b) with a, b: int[] "
+                     "or model(tokens) with tokens: int[3] returning [p]:\n  " + "\n  ".join(tried))
+
+
+def task_for_cli(args: Any, model: nnx.Module) -> tuple[ModAdd, str, str]:
+    """``--task modadd``: (task, output-folder tag, description) for ``model``; raises ValueError if it does not fit."""
+    inputs, p = probe_inputs(model, args.inputs)
+    if args.p is not None and p != args.p:
+        raise ValueError(f"it returns {p} logits, but --p is {args.p}")
+    task = ModAdd(p=p, train_frac=args.train_frac, seed=args.seed, loss_kind=args.loss,
+                  batch_size=args.batch_size, inputs=inputs)
+    call = "model(a, b)" if inputs == "ab" else "model(tokens)"
+    description = (f"modular addition mod {p} ({task.train_data['a'].shape[0]} train / "
+                   f"{task.test_data['a'].shape[0]} test pairs, {call})")
+    return task, f"p{p}", description

@@ -464,10 +464,11 @@ def load_digit_images() -> dict[str, np.ndarray]:
     """
     try:
         from sklearn.datasets import load_digits
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digit images come from scikit-learn's bundled 8x8 digits: pip install scikit-learn"
-        ) from err
+    except ImportError:  # pragma: no cover - depends on the environment
+        from ..errors import MissingDependency
+
+        raise MissingDependency("the digit images come from scikit-learn's bundled 8x8 digits, and scikit-learn "
+                                "is not installed; install it with: python3 -m pip install scikit-learn") from None
     d = load_digits()
     return {
         "images": (np.asarray(d.images, dtype=np.float32) / 16.0),

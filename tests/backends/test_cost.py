@@ -666,7 +666,7 @@ def test_stats_cli_errors(capsys):
 
 
 def test_cost_and_stats_never_import_jax():
-    code = ("import sys, io, contextlib; import diagrammar.backends.cost, diagrammar.stats_cli; "
+    code = ("import sys, io, contextlib; import diagrammar.backends.cost, diagrammar.cli.stats; "
             "from diagrammar.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(['stats', 'circuits/transformer.circuit'])\n"
             "assert 'jax' not in sys.modules, 'jax was imported'")

@@ -309,7 +309,7 @@ def test_png_and_repr_svg():
 
 def test_importing_the_renderer_does_not_import_jax():
     code = ("import sys, diagrammar; from diagrammar.backends.svg import render_svg;"
-            "import diagrammar.backends.tikz, diagrammar.render_cli, diagrammar.gallery_cli;"
+            "import diagrammar.backends.tikz, diagrammar.cli.render, diagrammar.cli.gallery;"
             "render_svg(diagrammar.load('circuits/mlp.circuit')['MLP']);"
             "print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -27,8 +27,8 @@ from diagrammar.backends.svg.quality import (
     panel_frame_crossings,
     undrawn_wires,
 )
-from diagrammar.gallery_cli import _has_body
-from diagrammar.render_cli import own_circuits
+from diagrammar.cli.gallery import _has_body
+from diagrammar.cli.render import own_circuits
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -1,6 +1,5 @@
 """Modular addition: the data, the Fourier analysis, finding the input weights, the train command."""
 
-import argparse
 import json
 import sys
 
@@ -10,7 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from diagrammar.train import cli_train
+from diagrammar.cli import main
+from diagrammar.cli import train as train_cli
 from diagrammar.train.loop import train
 from diagrammar.train.modadd import ModAdd, ModAddMLP, find_input_weight, fourier_basis, fourier_spectrum
 
@@ -125,17 +125,11 @@ def test_grokking_analysis_is_logged(tmp_path):
 # ----------------------------------------------------------------------------- the command
 
 
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    cli_train.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def test_building_the_parser_does_not_import_jax():
     import subprocess
 
-    code = ("import sys, argparse; from diagrammar.train import cli_train; "
-            "cli_train.add_arguments(argparse.ArgumentParser()); print('jax' in sys.modules)")
+    code = ("import sys; from diagrammar.cli import build_parser; "
+            "build_parser(); print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -143,21 +137,21 @@ def test_building_the_parser_does_not_import_jax():
 def test_train_command_runs_and_resumes(tmp_path, monkeypatch, capsys):
     built = []
 
-    def fake_compile(file, name, seed, axis_sizes):  # the circuit compiler is tested elsewhere
-        built.append((file, name, seed, axis_sizes))
-        return ModAddMLP(axis_sizes.get("p", 97), 64, rngs=nnx.Rngs(seed))
+    def fake_build(args, sizes, options):  # the circuit compiler is tested elsewhere
+        built.append((args.file, args.circuit, args.seed, sizes))
+        return ModAddMLP(sizes.get("p", 97), 64, rngs=nnx.Rngs(args.seed))
 
-    monkeypatch.setattr(cli_train, "compile_circuit", fake_compile)
+    monkeypatch.setattr(train_cli, "build_model", fake_build)
     out = tmp_path / "run"
-    argv = ["mlp.circuit", "--circuit", "ModAddMLP", "--p", "11", "--eval-every", "20",
+    argv = ["train", "mlp.circuit", "--circuit", "ModAddMLP", "--p", "11", "--eval-every", "20",
             "--steps-per-call", "20", "--out", str(out), "--no-progress", "--no-stop"]
-    assert cli_train.run(parse(argv + ["--steps", "40"])) == 0
+    assert main(argv + ["--steps", "40"]) == 0
     assert built == [("mlp.circuit", "ModAddMLP", 0, {"p": 11})]
     text = capsys.readouterr().out
     assert "ModAddMLP: 40 steps" in text and "test" in text and "key frequencies" in text and str(out) in text
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 20, 40]
-    assert cli_train.run(parse(argv + ["--steps", "60"])) == 0  # continues the run
+    assert main(argv + ["--steps", "60"]) == 0  # continues the run
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 20, 40, 60]
 
@@ -171,16 +165,17 @@ def test_train_command_finds_p_and_token_inputs(tmp_path, monkeypatch, capsys):
         def __call__(self, tokens):
             return self.out(self.embed(tokens).sum(-2))
 
-    monkeypatch.setattr(cli_train, "compile_circuit", lambda *a: Tok(nnx.Rngs(0)))
-    argv = ["t.circuit", "--circuit", "Tok", "--steps", "10", "--out", str(tmp_path), "--no-progress"]
-    assert cli_train.run(parse(argv)) == 0
+    monkeypatch.setattr(train_cli, "build_model", lambda *a: Tok(nnx.Rngs(0)))
+    argv = ["train", "t.circuit", "--circuit", "Tok", "--steps", "10", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
     assert "mod 7" in capsys.readouterr().err
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["fourier_param"] == "embed.embedding"
 
 
 def test_train_command_reports_divergence_without_traceback(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_train, "compile_circuit", lambda f, n, seed, sizes: ModAddMLP(11, 16, rngs=nnx.Rngs(0)))
-    argv = ["m.circuit", "--circuit", "M", "--lr", "1e30", "--steps", "50", "--out", str(tmp_path), "--no-progress"]
-    assert cli_train.run(parse(argv)) == 1
+    monkeypatch.setattr(train_cli, "build_model", lambda args, sizes, options: ModAddMLP(11, 16, rngs=nnx.Rngs(0)))
+    argv = ["train", "m.circuit", "--circuit", "M", "--lr", "1e30", "--steps", "50", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert "error: training diverged" in err and "at step" in err and "Traceback" not in err

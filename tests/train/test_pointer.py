@@ -11,7 +11,9 @@ import pytest
 from flax import nnx
 
 import diagrammar
-from diagrammar.train import cli_train, pointer, tasks_data
+from diagrammar.cli import main
+from diagrammar.cli import train as train_cli
+from diagrammar.train import pointer, tasks_data
 from diagrammar.train.loop import train
 
 CIRCUIT = "circuits/pointer.circuit"
@@ -182,7 +184,7 @@ def test_hull_trains_to_an_area_threshold_in_seconds(trained_hull):
     # Measured after 200 steps: area coverage 0.92, exact 0.52, per token 0.72 (at step 0: 0.20, 0.0, 0.18).
     assert last["test_area"] >= 0.85 and last["test_token_acc"] >= 0.6, last
     # The train command's closing report gives the area coverage beside the accuracy.
-    accuracy_line = [line for line in cli_train.summary("PointerNet", result, None, 1.0).splitlines()
+    accuracy_line = [line for line in train_cli.summary("PointerNet", result, None, 1.0).splitlines()
                      if line.lstrip().startswith("accuracy")]
     assert accuracy_line == [f"  accuracy  train {last['train_acc']:.4f}   test {last['test_acc']:.4f}"
                              f"   hull area coverage (test) {last['test_area']:.4f}"]
@@ -197,13 +199,10 @@ def test_tasks_are_exported():
 
 
 def test_train_command_runs_sorting(tmp_path, capsys):
-    parser = __import__("argparse").ArgumentParser()
-    cli_train.add_arguments(parser)
     out = tmp_path / "run"
-    args = parser.parse_args([CIRCUIT, "--circuit", "PointerNet", "--task", "sort", "--axis", "n=4", "--steps", "30",
-                              "--steps-per-call", "30", "--eval-every", "30", "--out", str(out), "--no-progress",
-                              "--lr", "3e-3", "--batch-size", "32"])
-    assert cli_train.run(args) == 0
+    assert main(["train", CIRCUIT, "--circuit", "PointerNet", "--task", "sort", "--axis", "n=4", "--steps", "30",
+                 "--steps-per-call", "30", "--eval-every", "30", "--out", str(out), "--no-progress",
+                 "--lr", "3e-3", "--batch-size", "32"]) == 0
     text = capsys.readouterr()
     assert "sorting n numbers, n = 4..4" in text.err and "accuracy  train" in text.out
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -212,7 +211,6 @@ def test_train_command_runs_sorting(tmp_path, capsys):
     for name in ("checkpoint.npz", "curves.png", "pointer.png"):
         assert (out / name).stat().st_size > 0
     # A mismatched steps axis is refused with one message.
-    bad = parser.parse_args([CIRCUIT, "--circuit", "PointerNet", "--task", "hull", "--axis", "n=4",
-                             "--axis", "steps=4", "--steps", "1", "--out", str(tmp_path / "bad"), "--no-progress"])
-    assert cli_train.run(bad) == 1
+    assert main(["train", CIRCUIT, "--circuit", "PointerNet", "--task", "hull", "--axis", "n=4",
+                 "--axis", "steps=4", "--steps", "1", "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
     assert "needs steps = 5" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The `diagrammar gallery` command: every zoo circuit drawn into gallery/, with an index page.
+"""Command line: `diagrammar gallery`, every zoo circuit drawn into gallery/, with an index page.
 
 `diagrammar gallery` rewrites gallery/ (SVG figures and README.md);
 `diagrammar gallery --check` only compares, and exits 1 when the committed
@@ -11,9 +11,13 @@ that are present, so deleting one makes the committed index stale.
 """
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import NamedTuple
+
+from ..errors import UnusableFile
+from . import _files
 
 INDEX = "README.md"
 RESULTS_DIR = "results"
@@ -79,7 +83,8 @@ WHOLE_MODELS = (("transformer", "Decoder"), ("pointer", "PointerNet"))
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="gallery", metavar="DIR", help="where the figures go (default: gallery/)")
+    parser.add_argument("--out", default="gallery", metavar="DIR",
+                        help="where the figures go, created if missing (default: gallery/)")
     parser.add_argument("--circuits", default=None, metavar="DIR",
                         help="the .circuit files to draw (default: diagrammar's zoo, circuits/)")
     parser.add_argument("--check", action="store_true",
@@ -123,9 +128,9 @@ def _results_section(results_dir: Path | None) -> list[str]:
 
 def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]:
     """File name -> content of every file the gallery holds (the plots in ``results_dir`` are only linked)."""
-    from .backends.svg import axis_formulas, render_svg
-    from .check import load
-    from .render_cli import own_circuits
+    from .. import load
+    from ..backends.svg import axis_formulas, render_svg
+    from .render import own_circuits
 
     files: dict[str, str] = {}
     index = [
@@ -152,7 +157,7 @@ def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]
         program = load(path)
         formulas = axis_formulas(program)
         index += [f"## {path.name}", ""]
-        about = _summary_line(path.read_text(encoding="utf-8"))
+        about = _summary_line(_read(path) or "")
         if about:
             index += [about, ""]
         for name in own_circuits(program):
@@ -174,15 +179,23 @@ def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]
 
 
 def run(args) -> int:
-    from . import _resources
+    from .. import _resources
 
     circuits_dir = Path(args.circuits) if args.circuits else _resources.circuits_dir()
+    if not circuits_dir.is_dir():
+        raise UnusableFile(f"--circuits {circuits_dir}: no such folder")
+    if not any(circuits_dir.glob("*.circuit")):
+        raise UnusableFile(f"--circuits {circuits_dir} holds no .circuit file")
     out = Path(args.out)
+    if args.check:
+        if out.exists() and not out.is_dir():
+            raise UnusableFile(f"--out {out} is not a folder")
+    else:
+        _files.output_folder(out, what="--out")  # before drawing anything
     files = build(circuits_dir, out / RESULTS_DIR)
     existing = {p.name for p in out.glob("*.svg")} | ({INDEX} if (out / INDEX).exists() else set())
     if args.check:
-        stale = sorted(n for n, text in files.items()
-                       if not (out / n).is_file() or (out / n).read_text(encoding="utf-8") != text)
+        stale = sorted(n for n, text in files.items() if _read(out / n) != text)
         extra = sorted(existing - set(files))
         if stale or extra:
             for n in stale:
@@ -193,16 +206,26 @@ def run(args) -> int:
             return 1
         print(f"gallery is up to date ({len(files)} files in {out})")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
     changed = 0
     for n, text in files.items():
-        p = out / n
-        if not p.is_file() or p.read_text(encoding="utf-8") != text:
-            p.write_text(text, encoding="utf-8", newline="\n")
+        if _read(out / n) != text:
+            _files.write_atomic(out / n, text)
             changed += 1
     for n in sorted(existing - set(files)):
         if n.endswith(".svg"):
-            (out / n).unlink()
+            try:
+                (out / n).unlink()
+            except OSError as e:
+                raise _files.unusable(e, out / n, "remove") from None
             changed += 1
     print(f"wrote {out}: {len(files)} files, {changed} changed")
     return 0
+
+
+def _read(path: Path) -> str | None:
+    """The text of a gallery file, or None if it is missing or not a regular file (so it is rewritten)."""
+    try:
+        with _files.open_regular(path) as f, io.TextIOWrapper(f, encoding="utf-8") as text:
+            return text.read()  # newlines translated, as read_text() does
+    except (UnusableFile, UnicodeDecodeError):
+        return None

@@ -1,0 +1,129 @@
+"""Command line: `diagrammar render`, one circuit as SVG, PNG, TikZ or a graphviz DOT view.
+
+Imports only the renderer it needs, when it runs (never jax). The output path
+is checked before any drawing and the figure is written atomically, so a
+failed render leaves no file and no half of one.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import BadArgument, MissingDependency
+from . import _args, _files
+
+__all__ = ["add_arguments", "run", "own_circuits", "FORMATS"]
+
+FORMATS = (".svg", ".png", ".tex", ".dot")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a .circuit file")
+    parser.add_argument("--circuit", "-c", metavar="NAME",
+                        help="the circuit to draw (default: the last one defined in FILE)")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="out.svg, out.png, out.tex (TikZ) or out.dot, in a folder that exists; "
+                             "'-' writes SVG to stdout (default: NAME.svg)")
+    parser.add_argument("--depth", type=_args.whole(0), default=None, metavar="N",
+                        help="show sub-circuit calls N levels deep, each distinct one drawn once below the "
+                             "figure as a definition (default: every level; 0: named blocks only)")
+    parser.add_argument("--inline", action="store_true",
+                        help="draw the shown calls expanded in place, as tinted panels, instead of as definitions")
+    parser.add_argument("--one-row", action="store_true",
+                        help="never break a wide figure into rows (by default rows wrap to fit a page)")
+    parser.add_argument("--style", choices=("screen", "paper", "mono"), default="screen",
+                        help="screen (default); paper: print-safe colours, larger printed labels, sizes on "
+                             "input wires; mono: the same in black")
+    parser.add_argument("--cost", action="store_true",
+                        help="write parameters and FLOPs under every box")
+    parser.add_argument("--batch", type=_args.positive(), default=1, metavar="B",
+                        help="batch size for --cost (default 1)")
+
+
+def own_circuits(program) -> list[str]:
+    """Circuits defined in the program's own file, in source order (not those it `use`s)."""
+    return program.own_circuits or list(program)
+
+
+def cost_labels(diagram, batch: int) -> dict[str, str]:
+    """``--cost`` labels by box path, each figure shown once.
+
+    A repeat whose body has one costed box carries the same total as that box
+    (every copy counted in both); the label stays on the repeat, which says
+    "all copies", and leaves the box inside it.
+    """
+    from ..backends.cost import box_annotations
+
+    labels = box_annotations(diagram, batch=batch)
+    for path, box in diagram.walk():
+        if box.op != "repeat" or box.body is None or path not in labels:
+            continue
+        inside = [f"{path}.{b.name}" for b in box.body.boxes if f"{path}.{b.name}" in labels]
+        if len(inside) == 1 and labels[inside[0]] == labels[path]:
+            del labels[inside[0]]
+    return labels
+
+
+def run(args) -> int:
+    from .. import load
+
+    _files.input_file(args.file)
+    out = args.output
+    if out is not None and out != "-":
+        suffix = Path(out).suffix.lower()
+        if suffix not in FORMATS:
+            raise BadArgument(f"cannot tell the format of -o {out!r}: end it in one of {', '.join(FORMATS)}")
+        _files.check_output(out, what="-o")
+    program = load(args.file)
+    own = own_circuits(program)
+    if not own:
+        raise BadArgument(f"{args.file} defines no circuit")
+    name = _args.circuit_in(program, args.circuit, args.file, own) if args.circuit else own[-1]
+    diagram = program[name]
+    if out is None:
+        out = f"{name}.svg"
+        _files.check_output(out)
+    suffix = ".svg" if out == "-" else Path(out).suffix.lower()
+
+    if suffix == ".dot":
+        try:
+            from ..backends.dot import to_dot
+        except ImportError as e:
+            raise MissingDependency(f"the graphviz view is not available in this install ({e}); "
+                                    "install it with: python3 -m pip install graphviz") from None
+        if args.cost:
+            print("diagrammar render: note: --cost is drawn on SVG, PNG and TikZ figures only", file=sys.stderr)
+        data: str | bytes = to_dot(diagram, depth=args.depth if args.depth is not None else 99)
+    else:
+        from ..backends.svg import PNG_MISSING, axis_formulas, layout, to_svg
+
+        cairosvg = None
+        if suffix == ".png":
+            try:
+                import cairosvg
+            except ImportError:
+                raise MissingDependency(PNG_MISSING) from None
+        annotations = None
+        if args.cost:
+            try:
+                annotations = cost_labels(diagram, args.batch)
+            except ImportError as e:
+                raise MissingDependency(f"--cost needs the cost backend, which is not available in this "
+                                        f"install ({e})") from None
+        fig = layout(diagram, depth=args.depth, annotations=annotations, axis_formulas=axis_formulas(program),
+                     inline=args.inline, one_row=args.one_row, style=args.style)
+        if suffix == ".tex":
+            from ..backends.tikz import to_tikz
+            data = to_tikz(fig)
+        elif suffix == ".png":
+            data = cairosvg.svg2png(bytestring=to_svg(fig).encode("utf-8"), scale=2.0)
+        else:
+            data = to_svg(fig)
+    if out == "-":
+        sys.stdout.write(data if isinstance(data, str) else data.decode("utf-8"))
+        sys.stdout.flush()
+        return 0
+    _files.write_atomic(out, data)
+    shown = "all levels" if args.depth is None else f"depth {args.depth}"
+    print(f"wrote {out} ({name}, {shown})", file=sys.stderr)
+    return 0

@@ -1,0 +1,90 @@
+"""Command line: `diagrammar stats FILE`, parameters, FLOPs and memory per box, then totals.
+
+Pure Python over the IR (backends/cost.py); never imports jax.
+
+    diagrammar stats circuits/transformer.circuit --circuit Decoder --batch 32
+    diagrammar stats model.circuit --set seq=1024 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import BadArgument
+from . import _args, _files
+from .render import own_circuits
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a .circuit file")
+    parser.add_argument("--circuit", metavar="NAME",
+                        help="the circuit to count (default: every circuit defined in FILE)")
+    parser.add_argument("--batch", type=_args.positive(), default=1, metavar="B",
+                        help="batch size: multiplies activations and FLOPs (default 1)")
+    parser.add_argument("--set", action="append", default=[], metavar="AXIS=SIZE", dest="sizes",
+                        type=_args.axis_size,
+                        help="size of a free axis, or an axis parameter of the circuit (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def _axis_params(program, name: str) -> set[str]:
+    """Axis parameters a circuit declares (`MLP[hidden = 4 * d]`)."""
+    try:
+        return {a.name for a in program._checker.circuits[name].node.axis_params}
+    except (AttributeError, KeyError):
+        return set()
+
+
+def run(args) -> int:
+    from .. import load
+    from ..backends.cost import analyse, format_table
+
+    sizes = dict(args.sizes)
+    _files.input_file(args.file)
+    program = load(args.file)
+    if args.circuit is not None:
+        names = [_args.circuit_in(program, args.circuit, args.file, program.circuits)]
+    else:
+        names = own_circuits(program)
+
+    used: set[str] = set()
+    plans = []
+    for name in names:
+        d = program[name]
+        params = {k: v for k, v in sizes.items() if k in _axis_params(program, name)}
+        if params:
+            d = program.instantiate(name, **params)
+        free = d.free_sizes()
+        bindings = {k: v for k, v in sizes.items() if k in free}
+        used |= set(params) | set(bindings)
+        plans.append((d, bindings))
+    unused = [k for k in sizes if k not in used]
+    if unused:
+        details = []
+        for d, _ in plans:
+            free = sorted(d.free_sizes())
+            aps = sorted(_axis_params(program, d.name))
+            details.append(f"{d.name}: free sizes {', '.join(free) or 'none'}; "
+                           f"axis parameters {', '.join(aps) or 'none'}")
+        raise BadArgument(f"--set {unused[0]}: not a free size or axis parameter of "
+                          f"{', '.join(d.name for d, _ in plans)} (sizes declared in the program are fixed)\n  "
+                          + "\n  ".join(details))
+
+    reports = []
+    for d, bindings in plans:
+        report = analyse(d, batch=args.batch, bindings=bindings)
+        missing = sorted(set(report.free_sizes) - set(bindings))
+        if missing:
+            print(f"diagrammar stats: note: {d.name} has free sizes {', '.join(missing)}; figures are formulas "
+                  f"(give sizes with " + " ".join(f"--set {m}=N" for m in missing) + ")", file=sys.stderr)
+        reports.append(report)
+
+    if args.json:
+        print(json.dumps({"file": args.file, "batch": args.batch,
+                          "circuits": [r.to_json() for r in reports]}, indent=2))
+    else:
+        print("\n\n".join(format_table(r) for r in reports))
+    return 0

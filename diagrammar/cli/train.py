@@ -1,0 +1,343 @@
+"""Command line: `diagrammar train FILE --circuit NAME --task modadd`, an optax run with checkpoints.
+
+``add_arguments`` imports nothing heavy, so building the whole command-line
+parser never loads jax; ``run`` imports it only when a run starts. Before
+anything is compiled the run checks every argument, that the circuit fits the
+task and that its weights fit the parameter budget, and takes the output
+folder's lock. Every expected failure ends in one message and an exit code,
+never a traceback (see ``diagrammar.cli`` for the codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BadArgument, CommandError, SizeTooLarge
+from . import _args, _files
+
+__all__ = ["add_arguments", "run", "summary", "TASKS", "DEFAULT_MAX_PARAMETERS"]
+
+DESCRIPTION = """Train a circuit on a task with AdamW, fusing many steps into one compiled call.
+
+The run keeps metrics.jsonl, checkpoint.npz and plots in --out. Running the same
+command again resumes it; a run with other settings (learning rate, weight decay,
+task, sizes, seed, ...) is refused unless --force, and --fresh starts over. One
+run at a time may use an output folder. Ctrl-C or SIGTERM saves the last completed
+steps first.
+
+exit codes: 0 done; 1 errors in the program, a circuit that does not fit the task,
+a run that diverged; 2 a bad argument or file, a checkpoint of another run, the
+output folder in use, a missing package; 130 Ctrl-C; 143 SIGTERM."""
+
+PACKAGES = ("jax", "flax", "optax", "numpy", "matplotlib", "tqdm")  # what a run imports
+DEFAULT_MAX_PARAMETERS = 2 ** 31  # the whole model, as the checker's default bounds each weight
+ADAMW_BETAS = (0.9, 0.98)
+
+
+class TaskMismatch(CommandError):
+    """The circuit cannot be trained on the task asked for (exit code 1: the program does not fit)."""
+
+    exit_code = 1
+
+
+def _lazy(module: str, function: str, *first: Any) -> Callable[..., Any]:
+    """``diagrammar.train.<module>.<function>(*first, ...)``, imported only when a run starts."""
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(f"diagrammar.train.{module}"), function)(*first, *args)
+    return call
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What ``--task NAME`` needs.
+
+    Attributes:
+      build: ``build(args, model) -> (task, folder tag, description)``; raises ValueError if the model does not fit.
+      expects: the circuits the task trains, as a user reads it.
+      settings: the ``args`` fields that shape the run (compared on resume).
+      compile_options: ``options(args) -> dict``: free axes the task binds, and ``remat``.
+    """
+
+    build: Callable[..., Any]
+    expects: str
+    settings: tuple[str, ...]
+    compile_options: Callable[..., dict[str, Any]] | None = None
+
+
+TASKS = {
+    "modadd": TaskSpec(_lazy("modadd", "task_for_cli"),
+                       "a circuit called as model(a, b) with a, b: int[], or as model(tokens) with tokens: int[3], "
+                       "returning [p] (ModAddMLP in circuits/modadd_mlp.circuit, GrokTransformer in "
+                       "circuits/grok_transformer.circuit)",
+                       ("p", "train_frac", "loss", "inputs", "batch_size")),
+    "sort": TaskSpec(_lazy("pointer", "task_for_cli", "sort"),
+                     "a pointer network with free axes n and steps (PointerNet in circuits/pointer.circuit)",
+                     ("batch_size",), _lazy("pointer", "cli_compile_options", "sort")),
+    "hull": TaskSpec(_lazy("pointer", "task_for_cli", "hull"),
+                     "a pointer network with free axes n and steps (PointerNet in circuits/pointer.circuit)",
+                     ("batch_size",), _lazy("pointer", "cli_compile_options", "hull")),
+    "workspace": TaskSpec(_lazy("workspace", "task_for_cli"),
+                          "a circuit called as model(a, b) with a, b: int[] or [8, 8] digit images, scoring the "
+                          "answers (Workspace and WorkspaceDigits in circuits/workspace.circuit)",
+                          ("batch_size",)),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` command's arguments to ``parser``.
+
+    The defaults grok ModAddMLP (p = 97, half the pairs for training, AdamW
+    lr 1e-3, weight decay 1, betas 0.9/0.98, full batch) and stop once test
+    accuracy reaches 99%.
+    """
+    parser.add_argument("file", help="the .circuit file")
+    parser.add_argument("--circuit", required=True, metavar="NAME", help="the circuit to train")
+    parser.add_argument("--task", choices=tuple(TASKS), default="modadd", help="the task (default: modadd)")
+    parser.add_argument("--steps", type=_args.positive(), default=10000, metavar="N",
+                        help="total optimiser steps of the run, a resumed one included (default: 10000)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output folder, created if missing (default: runs/NAME-TASK-TAG-sSEED)")
+    parser.add_argument("--p", type=_args.whole(2), default=None,
+                        help="the modulus; passed to the circuit as axis p (default: the circuit's own p)")
+    parser.add_argument("--train-frac", type=_args.real(0, 1, open_low=True, open_high=True), default=0.5,
+                        metavar="F", help="fraction of pairs to train on, between 0 and 1 (default: 0.5)")
+    parser.add_argument("--lr", type=_args.real(0, open_low=True), default=1e-3,
+                        help="AdamW learning rate (default: 1e-3)")
+    parser.add_argument("--weight-decay", type=_args.real(0), default=1.0, metavar="WD",
+                        help="AdamW weight decay (default: 1.0)")
+    parser.add_argument("--seed", type=_args.seed, default=0,
+                        help=f"seeds the weights, the split and the data order, 0 to {_args.SEED_MAX} (default: 0)")
+    parser.add_argument("--loss", choices=("ce", "mse"), default="ce", help="cross-entropy or squared error")
+    parser.add_argument("--batch-size", type=_args.positive(), default=None, metavar="B",
+                        help="minibatch size (default: full batch)")
+    parser.add_argument("--inputs", choices=("auto", "ab", "tokens"), default="auto",
+                        help="call the model as model(a, b) or model([a, b, p]) (default: try both)")
+    parser.add_argument("--axis", type=_args.axis_size, action="append", default=[], metavar="NAME=SIZE",
+                        help="set another axis size of the circuit (repeatable)")
+    parser.add_argument("--steps-per-call", type=_args.positive(), default=100, metavar="N",
+                        help="steps fused into one compiled call (default: 100)")
+    parser.add_argument("--eval-every", type=_args.positive(), default=100, metavar="N",
+                        help="steps between evaluations (default: 100)")
+    parser.add_argument("--stop-at-test-acc", type=_args.fraction, default=0.99, metavar="ACC",
+                        help="stop once test accuracy reaches ACC, from 0 to 1 (default: 0.99)")
+    parser.add_argument("--max-parameters", type=_args.positive(2 ** 62), default=DEFAULT_MAX_PARAMETERS, metavar="N",
+                        help="refuse, before allocating anything, a model with more parameters "
+                             f"(default: 2**31 = {DEFAULT_MAX_PARAMETERS:,})")
+    parser.add_argument("--no-stop", action="store_true", help="run all --steps, even after reaching the target")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--fresh", action="store_true", help="ignore and replace a checkpoint in --out")
+    again.add_argument("--force", action="store_true",
+                       help="resume the checkpoint in --out even though its settings differ (the new ones apply)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def compile_settings(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
+    """(axis sizes, other compile options) from ``--p``, ``--axis`` and the task; ``--axis`` wins."""
+    sizes: dict[str, int] = {}
+    options: dict[str, Any] = {}
+    spec = TASKS[args.task]
+    if spec.compile_options is not None:
+        for key, value in spec.compile_options(args).items():
+            (options if key == "remat" else sizes)[key] = value
+    if args.p is not None:
+        sizes["p"] = args.p
+    sizes.update(dict(args.axis))
+    return sizes, options
+
+
+def check_sizes(diagram: Any, args: argparse.Namespace, sizes: dict[str, int]) -> None:
+    """Refuse sizes that do not fit the circuit: the free axes the task binds, ``--axis`` names, and free
+    axes left without a size.
+
+    Raises:
+      TaskMismatch: the circuit lacks a free axis the task binds (exit 1); the message says what the task expects.
+      BadArgument: ``--axis`` names an axis that is not free, or a free axis has no size (exit 2).
+    """
+    free = diagram.free_sizes()
+    has = f"free axes {', '.join(sorted(free))}" if free else "no free axes"
+    given = {name for name, _ in args.axis}
+    from_task = sorted(k for k in sizes if k not in given and k != "p" and k not in free)
+    if from_task:
+        raise TaskMismatch(f"{args.circuit} cannot be trained on --task {args.task}: it has {has}, and the task "
+                           f"sets {', '.join(from_task)}. --task {args.task} expects {TASKS[args.task].expects}")
+    unknown = sorted(given - free)
+    if unknown:
+        raise BadArgument(f"--axis {unknown[0]}: {args.circuit} has no free axis {unknown[0]} (it has {has}; "
+                          "sizes the program declares are fixed)")
+    unset = sorted(free - set(sizes))
+    if unset:
+        raise BadArgument(f"{args.circuit} has free axes without a size: {', '.join(unset)}; give them with "
+                          + " ".join(f"--axis {n}=N" for n in unset)
+                          + f" (--task {args.task} expects {TASKS[args.task].expects})")
+
+
+def check_budget(diagram: Any, sizes: dict[str, int], budget: int, file: str) -> None:
+    """Refuse, before anything is allocated, a model with more than ``budget`` parameters.
+
+    Sums the IR's weights (every copy of a ``repeat``) with the free sizes bound.
+    """
+    free = diagram.free_sizes()
+    bind = {k: v for k, v in sizes.items() if k in free}
+    count = diagram.parameter_count(bind)
+    if not count.is_const or count.value <= budget:
+        return  # a free size still unbound: compiling will say so
+    biggest = []
+    for name, w, copies in diagram.weights():
+        n = (w.type.numel() * copies).bind(bind) if bind else w.type.numel() * copies
+        if n.is_const:
+            biggest.append((n.value, name, w))
+    biggest.sort(key=lambda t: -t[0])
+    top = ", ".join(f"{name} {w.type} {n:,}" for n, name, w in biggest[:3])
+    gib = count.value * 16 / 2 ** 30  # float32 weights, gradients and AdamW's two moments
+    err = SizeTooLarge(
+        f"{diagram.name} has {count.value:,} parameters, over the training budget of {budget:,} "
+        f"(--max-parameters); nothing was allocated",
+        diagram.span,
+        hint=f"training it would take about {gib:,.0f} GiB for weights, gradients and optimiser state; largest "
+             f"weights: {top}; shrink the sizes, or raise --max-parameters")
+    try:
+        if diagram.span is not None:
+            with _files.open_regular(diagram.span.file) as f:
+                err.source = f.read().decode("utf-8", "replace")
+    except (CommandError, OSError):
+        pass
+    raise err
+
+
+def compile_circuit(diagram: Any, seed: int, sizes: dict[str, int], options: dict[str, Any]) -> Any:
+    """The flax module: ``diagram.compile(rngs=nnx.Rngs(seed), **options, **sizes)``."""
+    from flax import nnx
+
+    return diagram.compile(rngs=nnx.Rngs(seed), **options, **sizes)
+
+
+def build_model(args: argparse.Namespace, sizes: dict[str, int], options: dict[str, Any]) -> Any:
+    """Load FILE, check the circuit against the task and the budget, then compile it.
+
+    Raises:
+      UnusableFile, BadArgument: FILE, ``--circuit`` or ``--axis`` cannot be used (exit 2).
+      CircuitError: the program has errors, or the model is over the budget (exit 1).
+      TaskMismatch: the circuit lacks what the task needs (exit 1).
+    """
+    import diagrammar
+
+    _files.input_file(args.file)
+    program = diagrammar.load(args.file)
+    diagram = program[_args.circuit_in(program, args.circuit, args.file)]
+    check_sizes(diagram, args, sizes)
+    check_budget(diagram, sizes, args.max_parameters, args.file)
+    return compile_circuit(diagram, args.seed, sizes, options)
+
+
+def run_settings(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, Any]:
+    """Everything that shapes the run beyond seed and task data; a resumed run must match it (or --force)."""
+    spec = TASKS[args.task]
+    settings = {"circuit": args.circuit, "task": args.task, "sizes": dict(sorted(sizes.items())),
+                "optimizer": {"name": "adamw", "learning_rate": args.lr, "weight_decay": args.weight_decay,
+                              "b1": ADAMW_BETAS[0], "b2": ADAMW_BETAS[1]}}
+    settings.update({name: getattr(args, name) for name in spec.settings})
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``diagrammar train``; returns the process exit code."""
+    _args.require("train", PACKAGES)
+    t0 = time.perf_counter()
+    spec = TASKS[args.task]
+    target = None if args.no_stop else args.stop_at_test_acc
+    out = Path(args.out) if args.out else None
+    with ExitStack() as held:
+        from ..train import rundir
+
+        if out is not None:  # refuse a folder in use before compiling anything
+            held.enter_context(rundir.claim(out))
+        sizes, options = compile_settings(args)
+        model = build_model(args, sizes, options)
+        try:
+            task, tag, description = spec.build(args, model)
+        except ValueError as e:
+            raise TaskMismatch(f"{args.circuit} cannot be trained on --task {args.task}: {e}\n"
+                               f"  --task {args.task} expects {spec.expects}") from None
+        if out is None:
+            out = Path("runs") / f"{args.circuit}-{args.task}-{tag}-s{args.seed}"
+            held.enter_context(rundir.claim(out))
+        print(f"training {args.circuit} on {description} -> {out}", file=sys.stderr)
+
+        from ..train.loop import TrainingDiverged, default_optimizer, train
+
+        try:
+            result = train(
+                model, task, steps=args.steps,
+                optimizer=default_optimizer(args.lr, args.weight_decay, *ADAMW_BETAS),
+                steps_per_call=args.steps_per_call, eval_every=args.eval_every, out_dir=out, seed=args.seed,
+                resume=not args.fresh, progress=not args.no_progress, config=run_settings(args, sizes),
+                force=args.force,
+                stop_when=None if target is None else (lambda m: m.get("test_acc", 0.0) >= target),
+            )
+        except TrainingDiverged as e:
+            print(f"diagrammar train: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as e:
+            from . import Terminated
+
+            why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"\ndiagrammar train: {why}; {_saved(out)}", file=sys.stderr)
+            return Terminated.exit_code if isinstance(e, Terminated) else 130
+        except Exception as e:
+            if type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e):
+                print("diagrammar train: error: out of memory while training; try a smaller --batch-size or "
+                      f"smaller sizes ({str(e).splitlines()[0]})", file=sys.stderr)
+                return 1
+            raise
+    print(summary(args.circuit, result, target, time.perf_counter() - t0))
+    return 0
+
+
+def _saved(out: Path) -> str:
+    """What an interrupted run left, read back from its checkpoint."""
+    from ..train import checkpoint as ckpt
+
+    try:
+        step = ckpt.load_meta(ckpt.checkpoint_path(out)).get("step")
+    except Exception:  # nothing there, or unreadable: say so rather than fail while stopping
+        return f"no checkpoint was saved in {out}"
+    return f"steps up to {step} are saved in {out}; run the same command to resume"
+
+
+def summary(name: str, result: Any, target: float | None, total_seconds: float) -> str:
+    """The closing report of a run, a few lines a person reads."""
+    m = result.metrics
+    lines = []
+    why = f" (reached test accuracy {target:g})" if result.stopped_early else ""
+    again = f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
+    lines.append(f"{name}: {result.step} steps in {result.wall_time:.1f} s of training{why}; "
+                 f"{total_seconds:.1f} s in this run{again}")
+    if getattr(result, "changed", None):
+        lines.append(f"  continued with changed settings (--force): {'; '.join(result.changed)}")
+    if "train_acc" in m:
+        area = f"   hull area coverage (test) {m['test_area']:.4f}" if "test_area" in m else ""
+        lines.append(f"  accuracy  train {m['train_acc']:.4f}   test {m.get('test_acc', float('nan')):.4f}{area}")
+        lines.append(f"  loss      train {_num(m['train_loss'])}   test {_num(m.get('test_loss', math.nan))}")
+    if m.get("fourier_param"):
+        keys = m.get("key_freqs", [])
+        lines.append(f"  Fourier spectrum of {m['fourier_param']}: {len(keys)} key frequencies hold 90% of the power, "
+                     f"strongest {m.get('top_freqs', [])}; IPR {m.get('ipr', 0.0):.3f}, "
+                     f"per neuron {m.get('ipr_neuron', 0.0):.3f}")
+    if result.out_dir is not None:
+        files = [result.out_dir / "metrics.jsonl", *result.files]
+        if result.checkpoint is not None:
+            files.append(result.checkpoint)
+        lines.append(f"  wrote {', '.join(str(f) for f in files)}")
+    return "\n".join(lines)
+
+
+def _num(x: Any) -> str:
+    return format(x, ".4g") if isinstance(x, (int, float)) else str(x)  # "nan"/"inf" arrive as strings
