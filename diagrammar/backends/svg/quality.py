@@ -44,7 +44,10 @@ import math
 import re
 import xml.etree.ElementTree as ET
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # the renderer needs only lark (the browser playground has no numpy): plain Python then
+    np = None
 
 from .geometry import Layout, Path, Text
 
@@ -159,9 +162,15 @@ def _candidate_pairs(x0, y0, x1, y1, sub):
             for j in members[k + 1:]:
                 if sub[i] != sub[j]:
                     pairs.add((i, j) if i < j else (j, i))
+    return sorted(pairs)
+
+
+def _candidate_arrays(x0, y0, x1, y1, sub):
+    """`_candidate_pairs` as two index arrays."""
+    pairs = _candidate_pairs(x0, y0, x1, y1, sub)
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a, b = zip(*sorted(pairs))
+    a, b = zip(*pairs)
     return np.array(a, np.int64), np.array(b, np.int64)
 
 
@@ -169,13 +178,15 @@ def _crossings(subpaths):
     """Proper crossings between subpaths, one row per merged point: (subpath a, subpath b, x, y), a < b."""
     if len(subpaths) < 2:
         return []
+    if np is None:
+        return _crossings_plain(subpaths)
     seg_sub = np.concatenate([np.full(len(p) - 1, k) for k, p in enumerate(subpaths)])
     pts = [np.asarray(p, dtype=float) for p in subpaths]
     x0 = np.concatenate([p[:-1, 0] for p in pts])
     y0 = np.concatenate([p[:-1, 1] for p in pts])
     x1 = np.concatenate([p[1:, 0] for p in pts])
     y1 = np.concatenate([p[1:, 1] for p in pts])
-    a, b = _candidate_pairs(x0, y0, x1, y1, seg_sub)
+    a, b = _candidate_arrays(x0, y0, x1, y1, seg_sub)
     # segment a: P + t r, segment b: Q + u s; they cross where both parameters are in [0, 1]
     rx, ry = x1[a] - x0[a], y1[a] - y0[a]
     sx, sy = x1[b] - x0[b], y1[b] - y0[b]
@@ -198,6 +209,41 @@ def _crossings(subpaths):
     by_pair: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for i in np.flatnonzero(far):
         by_pair.setdefault((int(sa[i]), int(sb[i])), []).append((float(px[i]), float(py[i])))
+    out = []
+    for pair in sorted(by_pair):
+        for group in _clusters(sorted(by_pair[pair]), MERGE_PX, strict=True):
+            out.append(pair + (sum(p[0] for p in group) / len(group), sum(p[1] for p in group) / len(group)))
+    return out
+
+
+def _crossings_plain(subpaths):
+    """`_crossings` without numpy: the same arithmetic, one candidate pair at a time (same result)."""
+    x0, y0, x1, y1, seg_sub = [], [], [], [], []
+    for k, p in enumerate(subpaths):
+        for (ax, ay), (bx, by) in zip(p[:-1], p[1:]):
+            x0.append(float(ax))
+            y0.append(float(ay))
+            x1.append(float(bx))
+            y1.append(float(by))
+            seg_sub.append(k)
+    ends = [(p[0][0], p[0][1], p[-1][0], p[-1][1]) for p in subpaths]
+    eps = 1e-9
+    by_pair: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for a, b in _candidate_pairs(x0, y0, x1, y1, seg_sub):
+        rx, ry = x1[a] - x0[a], y1[a] - y0[a]
+        sx, sy = x1[b] - x0[b], y1[b] - y0[b]
+        qx, qy = x0[b] - x0[a], y0[b] - y0[a]
+        den = rx * sy - ry * sx
+        if not abs(den) > 1e-9 * math.hypot(rx, ry) * math.hypot(sx, sy):
+            continue  # parallel segments never cross properly
+        t = (qx * sy - qy * sx) / den
+        u = (qx * ry - qy * rx) / den
+        if not (-eps <= t <= 1 + eps and -eps <= u <= 1 + eps):
+            continue
+        px, py = x0[a] + t * (x1[a] - x0[a]), y0[a] + t * (y1[a] - y0[a])
+        sa, sb = seg_sub[a], seg_sub[b]
+        if all(math.hypot(px - ends[s][j], py - ends[s][j + 1]) > ENDPOINT_PX for s in (sa, sb) for j in (0, 2)):
+            by_pair.setdefault((sa, sb), []).append((px, py))
     out = []
     for pair in sorted(by_pair):
         for group in _clusters(sorted(by_pair[pair]), MERGE_PX, strict=True):
