@@ -13,7 +13,7 @@ __all__ = [
     "Span", "CircuitError", "CircuitSyntaxError", "UnknownName", "DuplicateDefinition",
     "ShapeMismatch", "SizeConflict", "InvalidArgument", "WrongArity",
     "RecursiveCircuit", "UseNotFound", "UseOutsideRoots", "SizeTooLarge",
-    "AxisValueClash", "NoReturn",
+    "AxisValueClash", "NoReturn", "AxisCapture", "RequirementFailed",
     "CommandError", "BadArgument", "UnusableFile", "RunInProgress", "MissingDependency",
 ]
 
@@ -40,6 +40,9 @@ class CircuitError(Exception):
         span: where (None only for errors about a whole file).
         table: extra lines shown under the caret (e.g. types axis by axis).
         hint: how to fix it, when we can tell.
+        notes: context printed after the hint, one line each: `note: ...`, or as
+            written when in parentheses (the instantiation an error was found in
+            and its call site; last, the size overrides in effect).
         errors: every error found in the same run (this one first).
     """
 
@@ -53,6 +56,7 @@ class CircuitError(Exception):
         self.hint = hint
         self.table = list(table or [])
         self.source = source  # text of span.file, for the caret line
+        self.notes: list[str] = []
         self.errors: list[CircuitError] = [self]
 
     @property
@@ -80,6 +84,7 @@ class CircuitError(Exception):
         lines.extend("  " + row for row in self.table)
         if self.hint:
             lines.append(f"  hint: {self.hint}")
+        lines.extend(f"  {n}" if n.startswith("(") else f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
     def format(self) -> str:
@@ -95,6 +100,8 @@ class CircuitError(Exception):
         for e in self.errors:
             d = {"code": e.code, "severity": e.kind, "message": e.message,
                  "hint": e.hint, "detail": e.table}
+            if e.notes:
+                d["notes"] = list(e.notes)
             if e.span is not None:
                 d.update(file=e.span.file, line=e.span.line, column=e.span.column,
                          end_line=e.span.end_line, end_column=e.span.end_column)
@@ -164,6 +171,15 @@ class AxisValueClash(CircuitError):
 
 class NoReturn(CircuitError):
     """A circuit body that never returns."""
+
+
+class AxisCapture(CircuitError):
+    """A binding of a generic circuit's name parameters that changes what its text means: two axes the
+    text names apart become one (an operation would match them by name, or a type would hold it twice)."""
+
+
+class RequirementFailed(CircuitError):
+    """A `require` that does not hold for the sizes given (`require seq <= ctx fails: seq = 40, ctx = 32`)."""
 
 
 class CommandError(Exception):

@@ -12,13 +12,14 @@ draws broadcasting from these roles and the cost backend counts from them.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .errors import Span
 
 __all__ = ["Size", "FloorDiv", "Axis", "TensorType", "TupleType", "Wire", "Init", "Weight",
-           "Box", "Port", "Diagram", "eval_const", "const_label"]
+           "Box", "Port", "Requirement", "Diagram", "eval_const", "eval_whole", "const_symbols", "const_label"]
 
 
 # ---------------------------------------------------------------- sizes
@@ -302,16 +303,24 @@ class Wire:
 
 @dataclass(frozen=True)
 class Init:
-    """How a weight starts: zeros, ones, normal(std), uniform(lo, hi), lecun, glorot.
+    """How a weight starts: zeros, ones, normal(std), uniform(lo, hi), lecun, glorot, or an expression.
 
-    `fan_in`/`fan_out` name the axes lecun and glorot scale over.
+    `fan_in`/`fan_out` name the axes lecun and glorot scale over. An
+    initialiser expression (`param A: [d, n] = log(arange(n) + 1)`) has kind
+    "expr": `expr` is the checked expression as a diagram with no inputs, run
+    once when the module is built and broadcast to the weight's axes; `text`
+    is its source.
     """
     kind: str
     args: tuple[float, ...] = ()
     fan_in: tuple[str, ...] = ()
     fan_out: tuple[str, ...] = ()
+    expr: Diagram | None = None
+    text: str = ""
 
     def __str__(self) -> str:
+        if self.kind == "expr":
+            return self.text
         if self.args:
             return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
         return self.kind
@@ -319,10 +328,17 @@ class Init:
 
 @dataclass(frozen=True)
 class Weight:
-    """A learnable array owned by a box. `name` is local (W, b, scale, ...)."""
+    """A learnable array owned by a box. `name` is local (W, b, scale, ...).
+
+    `state` marks an array the box updates itself instead of being trained
+    (batchnorm's running_mean and running_var): it is not a parameter, so
+    `Diagram.weights()` and `parameter_count()` leave it out and
+    `Diagram.state()` and `state_count()` list it.
+    """
     name: str
     type: TensorType
     init: Init
+    state: bool = False
 
 
 @dataclass(frozen=True)
@@ -363,12 +379,56 @@ class Port:
     wires: tuple[str, ...]
 
 
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """`require left OP right` where check time could not decide it: it reads a free size.
+
+    A backend checks it once the free sizes are bound, before it allocates anything.
+    `names` are the axes the text names, with their sizes, for the message.
+    """
+    left: Size
+    op: str  # < <= > >= ==
+    right: Size
+    text: str  # as written: "seq <= ctx"
+    names: tuple[tuple[str, Size], ...] = ()
+    span: Span | None = field(default=None, compare=False)
+
+    def holds(self, bindings: dict[str, int] | None = None) -> bool | None:
+        """Whether it holds with these free sizes; None while a size it reads is unbound."""
+        try:
+            diff = (self.left - self.right).bind(dict(bindings or {}))
+        except ZeroDivisionError:
+            return False
+        if not diff.is_const:
+            return None
+        return _COMPARE[self.op](diff.value, 0)
+
+    def failure(self, bindings: dict[str, int] | None = None) -> str:
+        """`require seq <= ctx fails: seq = 40, ctx = 32`."""
+        shown = []
+        for name, size in self.names:
+            try:
+                shown.append(f"{name} = {size.bind(dict(bindings or {}))}")
+            except ZeroDivisionError:
+                shown.append(f"{name} = {size}")
+        return f"require {self.text} fails" + (": " + ", ".join(shown) if shown else "")
+
+
 @dataclass(frozen=True)
 class Diagram:
-    """One instantiated circuit (its axis parameters bound)."""
+    """One instantiated circuit (its axis parameters bound).
+
+    `axis_args` holds each axis parameter and its size, or, for a name parameter
+    of a generic circuit (`[axis q]`), the name of the axis the call bound it to
+    (`("q", "seq")`). `requires` are the `require`s still to check once free
+    sizes are bound (see `Requirement`).
+    """
 
     name: str
-    axis_args: tuple[tuple[str, Size], ...]
+    axis_args: tuple[tuple[str, Size | str], ...]
     inputs: tuple[Port, ...]
     output: Port
     wires: tuple[Wire, ...]
@@ -377,6 +437,7 @@ class Diagram:
     # wire -> the name an unpacking in the source gave it (`lstm, value = state` names state.1 `value`);
     # figures label ports and stored wires with these names
     aliases: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    requires: tuple[Requirement, ...] = field(default=(), compare=False)
 
     # -- lookups
     def wire(self, name: str) -> Wire:
@@ -413,30 +474,48 @@ class Diagram:
             c = b.attr("count")
             if isinstance(c, Size):
                 out |= c.symbols()
+            for key in ("value", "start"):  # constants folded from sizes (const, full, slice)
+                out |= const_symbols(b.attr(key))
+            for w in b.weights:
+                if w.init.expr is not None:
+                    out |= w.init.expr.free_sizes()
             if b.body is not None:
                 out |= b.body.free_sizes()
         return out
 
     def weights(self, prefix: str = "") -> Iterator[tuple[str, Weight, Size]]:
-        """(dotted name, weight, copies) for every weight, nested ones included.
+        """(dotted name, weight, copies) for every trained weight, nested ones included.
 
-        `copies` is the product of enclosing `repeat` counts (each copy has
-        its own weights).
+        `copies` is the product of enclosing `repeat` counts and `dispatch`
+        expert counts (each copy has its own weights). State (`Weight.state`)
+        is left out: see `state()`.
         """
-        yield from self._weights(prefix, Size.of(1))
+        yield from self._weights(prefix, Size.of(1), False)
 
-    def _weights(self, prefix: str, copies: Size):
+    def state(self, prefix: str = "") -> Iterator[tuple[str, Weight, Size]]:
+        """(dotted name, weight, copies) for every state array (batchnorm's running statistics)."""
+        yield from self._weights(prefix, Size.of(1), True)
+
+    def _weights(self, prefix: str, copies: Size, state: bool):
         for b in self.boxes:
             for w in b.weights:
-                name = f"{prefix}{b.name}" + (f".{w.name}" if w.name else "")
-                yield name, w, copies
+                if w.state == state:
+                    name = f"{prefix}{b.name}" + (f".{w.name}" if w.name else "")
+                    yield name, w, copies
             if b.body is not None:
-                inner = copies * b.attr("count") if b.op == "repeat" else copies
-                yield from b.body._weights(f"{prefix}{b.name}.", inner)
+                inner = copies * b.attr("count") if b.op in ("repeat", "dispatch") else copies
+                yield from b.body._weights(f"{prefix}{b.name}.", inner, state)
 
     def parameter_count(self, bindings: dict[str, int] | None = None) -> Size:
         total = Size.of(0)
         for _, w, copies in self.weights():
+            total = total + w.type.numel() * copies
+        return total.bind(bindings) if bindings else total
+
+    def state_count(self, bindings: dict[str, int] | None = None) -> Size:
+        """The number of state values (not parameters: updated by the forward pass, never trained)."""
+        total = Size.of(0)
+        for _, w, copies in self.state():
             total = total + w.type.numel() * copies
         return total.bind(bindings) if bindings else total
 
@@ -468,8 +547,10 @@ class Diagram:
         n_weights = sum(1 for _ in self.weights())
         params = self.parameter_count(bindings)
         p = f"{params.value:,}" if params.is_const else str(params)
+        state = self.state_count(bindings)
+        extra = "" if state == Size.of(0) else f", {f'{state.value:,}' if state.is_const else state} state"
         return (f"{self.name}({ins}) -> {self.output.type}  {n_weights} weight{'s' if n_weights != 1 else ''}, "
-                f"{p} parameter{'s' if p != '1' else ''}")
+                f"{p} parameter{'s' if p != '1' else ''}" + extra)
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Box]]:
         """Every box, nested ones included, with its dotted path."""
@@ -500,28 +581,78 @@ class Diagram:
 
 # A scalar constant folded at check time is a small tree of tuples:
 # ("num", float) | ("axis", name, Size) | ("neg", t) | (op, a, b) | ("fn", name, t)
+# A whole-number literal (`3`) is ("num", int), any other number ("num", float); ("floordiv", a, b),
+# ("mod", a, b) and the casts ("fn", "int" | "float", t) come from v1's integer arithmetic.
 _CONST_FNS = {
     "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "tanh": math.tanh,
     "square": lambda x: x * x, "relu": lambda x: max(x, 0.0),
     "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "softplus": lambda x: math.log1p(math.exp(x)),
+    "erf": math.erf, "sin": math.sin, "cos": math.cos,
 }
 CONST_FUNCTIONS = frozenset(_CONST_FNS)  # the functions a constant folds through at check time
+_CASTS = {"int": lambda x: float(math.trunc(x)), "float": float}
 
 
 def eval_const(tree, bindings: dict[str, int] | None = None) -> float:
+    """The value of a folded constant, as a float (`bindings`: the free sizes).
+
+    Raises:
+        KeyError: a free size it needs is not bound.
+        ZeroDivisionError: `//` or `%` by zero.
+        ValueError, OverflowError: `int` of NaN or an infinity.
+    """
     kind = tree[0]
     if kind == "num":
-        return tree[1]
+        return float(tree[1])
     if kind == "axis":
         s = tree[2]
         return float(s.value if s.is_const else s.evaluate(bindings or {}))
     if kind == "neg":
         return -eval_const(tree[1], bindings)
     if kind == "fn":
-        return float(_CONST_FNS[tree[1]](eval_const(tree[2], bindings)))
+        fn = _CASTS.get(tree[1]) or _CONST_FNS[tree[1]]
+        return float(fn(eval_const(tree[2], bindings)))
+    if kind in ("floordiv", "mod"):
+        return float(eval_whole(tree, bindings))
     a, b = eval_const(tree[1], bindings), eval_const(tree[2], bindings)
     return {"add": a + b, "sub": a - b, "mul": a * b,
             "div": a / b if b else math.copysign(math.inf, a) if a else math.nan}[kind]
+
+
+def eval_whole(tree, bindings: dict[str, int] | None = None) -> int:
+    """The exact integer value of a whole constant (`//` and `%` floor as Python's do).
+
+    A tree that is not whole (`2.5`, `d / 2`) gives its value truncated toward
+    zero; raises as `eval_const`.
+
+    >>> eval_whole(("floordiv", ("num", -7), ("num", 2))), eval_whole(("mod", ("num", -7), ("num", 2)))
+    (-4, 1)
+    """
+    kind = tree[0]
+    if kind == "num" and isinstance(tree[1], int):
+        return tree[1]
+    if kind == "axis":
+        s = tree[2]
+        return s.value if s.is_const else s.evaluate(bindings or {})
+    if kind == "neg":
+        return -eval_whole(tree[1], bindings)
+    if kind in ("add", "sub", "mul", "floordiv", "mod"):
+        a, b = eval_whole(tree[1], bindings), eval_whole(tree[2], bindings)
+        return {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": operator.floordiv,
+                "mod": operator.mod}[kind](a, b)
+    return math.trunc(eval_const(tree, bindings))
+
+
+def const_symbols(tree) -> set[str]:
+    """The free sizes a folded constant reads (none for anything that is not a constant tree)."""
+    if not isinstance(tree, tuple) or not tree:
+        return set()
+    if tree[0] == "axis":
+        return tree[2].symbols() if isinstance(tree[2], Size) else set()
+    out: set[str] = set()
+    for x in tree[1:]:
+        out |= const_symbols(x)
+    return out
 
 
 def const_label(tree) -> str:
@@ -535,5 +666,5 @@ def const_label(tree) -> str:
         return "-" + const_label(tree[1])
     if kind == "fn":
         return f"{tree[1]}({const_label(tree[2])})"
-    sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[kind]
+    sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%"}[kind]
     return f"{const_label(tree[1])} {sym} {const_label(tree[2])}"

@@ -23,7 +23,7 @@ from .check import INITIALISERS, OPERATIONS
 
 __all__ = ["CircuitLexer", "KEYWORDS", "DTYPES", "CONSTANTS"]
 
-KEYWORDS = ("use", "axis", "circuit", "param", "return", "repeat")
+KEYWORDS = ("use", "axis", "circuit", "param", "return", "repeat", "require")
 DTYPES = ("int", "bool", "float")
 # words the checker reads as values of keyword arguments (bias = false); the
 # padding words `same` and `valid` are constants only after `padding =`, since
@@ -78,7 +78,7 @@ class CircuitLexer(RegexLexer):
             (r"(circuit)(\s+)(" + _NAME + ")", bygroups(Keyword.Declaration, Whitespace, Name.Class)),
             (words(("axis", "circuit", "param"), suffix=r"\b"), Keyword.Declaration),
             (words(("use",), suffix=r"\b"), Keyword.Namespace),
-            (words(("return", "repeat"), suffix=r"\b"), Keyword),
+            (words(("return", "repeat", "require"), suffix=r"\b"), Keyword),
             (words(DTYPES, suffix=r"\b"), Keyword.Type),
             (words(CONSTANTS, suffix=r"\b"), Keyword.Constant),
             (words(("inf",), suffix=r"\b"), Number.Float),
@@ -89,7 +89,7 @@ class CircuitLexer(RegexLexer):
             (_FLOAT, Number.Float),
             (r"[0-9]+", Number.Integer),
             (r"->", Operator),
-            (r"//|<=|>=|==|[-+*/<>=]", Operator),
+            (r"//|<=|>=|==|[-+*/%<>=]", Operator),
             (r"[,:]", Punctuation),
         ],
     }

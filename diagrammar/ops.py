@@ -24,7 +24,7 @@ never define one. This module imports nothing of jax.
 >>> CATALOGUE["linear"].signature()
 'linear(x, map, bias = True)'
 >>> sorted(o.name for o in family("spatial"))
-['conv', 'pool']
+['conv', 'conv_transpose', 'pad', 'pool']
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ FAMILIES = {
     "linear": "linear maps and contractions",
     "index": "integer indices in or out",
     "shape": "move, rename, join and split axes without arithmetic",
-    "spatial": "sliding windows over named axes",
+    "spatial": "sliding windows and padding over named axes",
     "source": "values made from nothing: constants, weights, sizes",
     "call": "a nested diagram: a circuit call, a repeat block, a scan",
     "user": "registered from Python with register_operation",
@@ -98,7 +98,9 @@ class Operation:
             checker folds into a constant).
         symbol: the infix operator of an arithmetic or comparison operation.
         result: the dtype rule of an element-wise result: "float", "keep"
-            (the operand's, bool becoming float), "same", "promote" or "bool".
+            (the operand's, bool becoming float), "same", "promote", "bool",
+            "int" (`//` and `%`) or "cast" (`int(x)`, `float(x)`, `bool(x)`: the
+            dtype the operation is named after).
         commutative: operands may be swapped (figures write a constant on
             the right of it).
         typing, lower, cost, glyph: the rules of a registered operation (see
@@ -172,7 +174,8 @@ _BUILT_IN = _declare(
     _unary("relu", "keep", "max(x, 0)"),
     _unary("abs", "keep", "|x|"),
     _unary("square", "keep", "x * x"),
-    _unary("gelu", "float", "GELU, tanh approximation"),
+    Operation("gelu", "unary", ("x",), (("approximate", True),), result="float",
+              doc="GELU: the tanh approximation, or the exact erf form with approximate = false"),
     _unary("silu", "float", "x * sigmoid(x)"),
     _unary("tanh", "float", "hyperbolic tangent"),
     _unary("sigmoid", "float", "1 / (1 + exp(-x))"),
@@ -180,12 +183,19 @@ _BUILT_IN = _declare(
     _unary("exp", "float", "e to the x"),
     _unary("log", "float", "natural logarithm"),
     _unary("sqrt", "float", "square root"),
+    _unary("erf", "float", "the error function"),
+    _unary("sin", "float", "sine (radians)"),
+    _unary("cos", "float", "cosine (radians)"),
+    *(Operation(t, "unary", ("x",), doc=f"{t}(x): the same axes as {t}", callable=False, result="cast")
+      for t in ("int", "float", "bool")),
     Operation("neg", "unary", ("x",), doc="-x, written with a minus sign", callable=False, result="same"),
     # -- binary (element-wise, operands aligned by axis name)
     _arith("add", "+", "promote", "a + b", commutative=True),
     _arith("sub", "-", "promote", "a - b"),
     _arith("mul", "*", "promote", "a * b", commutative=True),
     _arith("div", "/", "float", "a / b, always float"),
+    _arith("floordiv", "//", "int", "a // b of ints, rounded toward minus infinity (as Python)"),
+    _arith("mod", "%", "int", "a % b of ints, with the sign of b (as Python)"),
     _arith("lt", "<", "bool", "a < b"),
     _arith("le", "<=", "bool", "a <= b"),
     _arith("gt", ">", "bool", "a > b"),
@@ -206,6 +216,9 @@ _BUILT_IN = _declare(
     _norm("log_softmax", "x - logsumexp(x) over axes"),
     _norm("layernorm", "centre and scale over axes, learnable scale and bias", 1e-5),
     _norm("rmsnorm", "scale by the root mean square over axes, learnable scale", 1e-6),
+    Operation("batchnorm", "normalisation", ("x",), (("over", None), ("momentum", 0.9), ("eps", 1e-5)),
+              doc="normalise with batch statistics (running averages in eval), learnable scale and bias",
+              owns_weights=True),
     # -- masks
     Operation("causal", "mask", ("s", "q", "k"), doc="scores with k > q set to minus infinity"),
     Operation("dropout", "mask", ("x", "rate"), doc="zero entries at random while training"),
@@ -221,6 +234,11 @@ _BUILT_IN = _declare(
     Operation("arange", "index", ("a",), doc="the positions 0..n-1 of an axis, as int"),
     Operation("gather", "index", ("x", "i"), (("along", REQUIRED),), doc="pick positions along an axis"),
     Operation("take", "index", ("x", "a", "k"), doc="one fixed position along an axis"),
+    Operation("slice", "index", ("x", "map", "start"), doc="a range of positions along an axis: slice(x, a -> b, start)"),
+    Operation("topk", "index", ("x",), (("over", REQUIRED),),
+              doc="the k largest entries along an axis and their int positions: (values, indices)"),
+    Operation("scatter_add", "index", ("x", "i"), (("along", REQUIRED),),
+              doc="sum entries into the positions the int indices name (the transpose of gather)"),
     # -- shape
     Operation("rename", "shape", ("x", "map"), doc="rename axes of the same sizes"),
     Operation("merge", "shape", ("x", "map"), doc="flatten axes into one, row-major"),
@@ -229,13 +247,23 @@ _BUILT_IN = _declare(
     Operation("concat", "shape", doc="operands joined along an axis", variadic=True),
     # -- spatial
     Operation("conv", "spatial", ("x", "map"),
-              (("over", REQUIRED), ("kernel", REQUIRED), ("padding", "same"), ("bias", True), ("stride", 1)),
+              (("over", REQUIRED), ("kernel", REQUIRED), ("padding", "same"), ("bias", True), ("stride", 1),
+               ("dilation", 1), ("groups", 1)),
               doc="a learnable convolution over named axes, channels cin -> cout", owns_weights=True),
-    Operation("pool", "spatial", ("x",), (("over", REQUIRED), ("window", REQUIRED), ("op", "max"), ("stride", None)),
+    Operation("pool", "spatial", ("x",), (("over", REQUIRED), ("window", REQUIRED), ("op", "max"), ("stride", None),
+                                          ("padding", "valid")),
               doc="max or mean over windows of named axes"),
+    Operation("conv_transpose", "spatial", ("x", "map"),
+              (("over", REQUIRED), ("kernel", REQUIRED), ("stride", 1), ("padding", 0), ("output_padding", 0),
+               ("bias", True)),
+              doc="a learnable transposed convolution (PyTorch's ConvTranspose), channels cin -> cout",
+              owns_weights=True),
+    Operation("pad", "spatial", ("x",), (("over", REQUIRED), ("padding", REQUIRED), ("value", 0)),
+              doc="extend named axes by a constant at either end"),
     # -- sources
     Operation("size", "source", ("a",), doc="the size of an axis, as a constant", in_ir=False),
     Operation("const", "source", doc="a number folded at check time", callable=False),
+    Operation("full", "source", ("axes", "value"), doc="a float bundle of the listed axes, every element one constant"),
     Operation("param", "source", doc="a learnable weight (the param statement)", callable=False, owns_weights=True),
     # -- nested diagrams
     Operation("call", "call", doc="a circuit called by name, broadcast over extra axes", callable=False,
@@ -244,6 +272,8 @@ _BUILT_IN = _declare(
               owns_weights=True),
     Operation("scan", "call", doc="a step circuit run along an axis, carrying a state", variadic=True,
               owns_weights=True),
+    Operation("dispatch", "call", doc="each position run through the expert its int index chooses, "
+              "among stacked copies", variadic=True, owns_weights=True),
 )
 
 # Every operation by name: the built-in ones, then those registered from Python.

@@ -5,6 +5,7 @@ into CircuitSyntaxError, so no parser traceback ever reaches a user.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,7 +40,7 @@ class SizeName(Node):
 
 @dataclass(frozen=True)
 class SizeBin(Node):
-    op: str  # + - * //
+    op: str  # + - * // %
     left: Node
     right: Node
     span: Span
@@ -49,6 +50,22 @@ class SizeBin(Node):
 class AxisItem(Node):
     name: str
     size: Node | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class NameParam(Node):
+    """`axis h` in a circuit's brackets: a name parameter, bound to an axis at each call."""
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Require(Node):
+    """`require left OP right`: a constraint on sizes, at the top level or in a body."""
+    left: Node
+    op: str  # < <= > >= ==
+    right: Node
     span: Span
 
 
@@ -112,6 +129,14 @@ class Neg(Node):
 
 
 @dataclass(frozen=True)
+class Cast(Node):
+    """`int(x)`, `float(x)`, `bool(x)`: a value converted to the dtype named."""
+    dtype: str  # int, float, bool
+    operand: Node
+    span: Span
+
+
+@dataclass(frozen=True)
 class TupleExpr(Node):
     items: tuple[Node, ...]
     span: Span
@@ -155,6 +180,15 @@ class Call(Node):
 
 
 @dataclass(frozen=True)
+class CircuitRef(Node):
+    """`Step[c = d]` where a circuit is named but not called (scan's and dispatch's first argument)."""
+    name: str
+    sizes: tuple[AxisItem, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
 class ParamStmt(Node):
     name: str
     type: Node
@@ -186,7 +220,7 @@ class Repeat(Node):
 @dataclass(frozen=True)
 class CircuitDef(Node):
     name: str
-    axis_params: tuple[AxisItem, ...]
+    axis_params: tuple[AxisItem | NameParam, ...]
     params: tuple[Param, ...]
     returns: Node
     body: tuple[Node, ...]
@@ -275,6 +309,15 @@ def _rule(method):
     return wrapper
 
 
+class _DtypeWord(str):
+    """A dtype keyword (`int`) and the position of its token."""
+
+    def __new__(cls, word: str, children):
+        self = super().__new__(cls, word)
+        self.pos = _first_pos(children) or (1, 1)
+        return self
+
+
 class _ToAst(Transformer):
     """Builds AST nodes while the LALR parser reduces (no intermediate tree)."""
 
@@ -315,11 +358,16 @@ class _ToAst(Transformer):
     size_sub = _size_bin("-")
     size_mul = _size_bin("*")
     size_floordiv = _size_bin("//")
+    size_mod = _size_bin("%")
 
     @_rule
     def axis_item(self, meta, children):
         name, size = children if len(children) == 2 else (children[0], None)
         return AxisItem(str(name), size, self._span(meta))
+
+    @_rule
+    def name_param(self, meta, children):
+        return NameParam(str(children[0]), self._span(meta))
 
     # -- top level
     @_rule
@@ -361,21 +409,21 @@ class _ToAst(Transformer):
         params = tuple(p for p in rest[:-2] if p is not None)
         return CircuitDef(str(name), axis_params, params, returns, body, self._span(meta), self._tok(name))
 
-    # -- types
-    def int_dtype(self, _):
-        return "int"
+    # -- types (a dtype word remembers where it is written, for the span of a cast)
+    def int_dtype(self, children):
+        return _DtypeWord("int", children)
 
-    def bool_dtype(self, _):
-        return "bool"
+    def bool_dtype(self, children):
+        return _DtypeWord("bool", children)
 
-    def float_dtype(self, _):
-        return "float"
+    def float_dtype(self, children):
+        return _DtypeWord("float", children)
 
     @_rule
     def tensor_type(self, meta, children):
         dtype = "float"
         if children and isinstance(children[0], str) and not isinstance(children[0], Token):
-            dtype = children[0]
+            dtype = str(children[0])
             children = children[1:]
         elif children and children[0] is None:
             children = children[1:]
@@ -405,6 +453,14 @@ class _ToAst(Transformer):
     def repeat_stmt(self, meta, children):
         return Repeat(children[0], children[1], self._span(meta))
 
+    def req_op(self, children):
+        return str(children[0])
+
+    @_rule
+    def require_stmt(self, meta, children):
+        left, op, right = children
+        return Require(left, op, right, self._span(meta))
+
     # -- expressions
     @_rule
     def name(self, meta, children):
@@ -425,6 +481,8 @@ class _ToAst(Transformer):
     sub = _binop("sub")
     mul = _binop("mul")
     div = _binop("div")
+    floordiv = _binop("floordiv")
+    mod = _binop("mod")
     lt = _binop("lt")
     le = _binop("le")
     gt = _binop("gt")
@@ -438,6 +496,12 @@ class _ToAst(Transformer):
     @_rule
     def neg(self, meta, children):
         return Neg(children[0], self._span(meta))
+
+    @_rule
+    def cast(self, meta, children):
+        word, operand = children
+        end = _last_pos(meta)
+        return Cast(str(word), operand, Span(self.file, word.pos[0], word.pos[1], end[0], end[1]))
 
     @_rule
     def tuple(self, meta, children):
@@ -459,6 +523,11 @@ class _ToAst(Transformer):
             rest = rest[1:]
         args = tuple(a for a in rest if a is not None)
         return Call(str(func), sizes, args, self._span(meta), self._tok(func))
+
+    @_rule
+    def circuit_ref(self, meta, children):
+        name, sizes = children
+        return CircuitRef(str(name), tuple(sizes), self._span(meta), self._tok(name))
 
     @_rule
     def mapping(self, meta, children):
@@ -606,7 +675,10 @@ def _translate(e: UnexpectedInput, text: str, file: str, parser: Lark) -> Circui
         span = Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
         found = repr(str(tok))
     hint = None
-    if ("')'" in expected or "']'" in expected) and tok.type not in ("RPAR", "RSQB"):
+    before = text.splitlines()[tok.line - 1][:tok.column - 1] if tok.type == "EQUAL" and tok.line else ""
+    if re.search(r"[\[,]\s*axis\s+[A-Za-z_]\w*\s*$", before):
+        hint = "a name parameter has no default; each call binds it to an axis: Name[h = seq](...)"
+    elif ("')'" in expected or "']'" in expected) and tok.type not in ("RPAR", "RSQB"):
         hint = "is a bracket left open before this point?"
     elif "':'" in expected and len(expected) <= 3:
         hint = "a circuit header or `repeat N` ends with ':' and an indented block"
@@ -644,7 +716,7 @@ def size_text(node, parent_prec: int = 0) -> str:
         return str(node.value)
     if isinstance(node, SizeName):
         return node.name
-    prec = 1 if node.op in ("+", "-") else 2
+    prec = 1 if node.op in ("+", "-") else 2  # * // % bind tighter
     text = f"{size_text(node.left, prec)} {node.op} {size_text(node.right, prec + 1)}"
     return f"({text})" if prec < parent_prec else text
 

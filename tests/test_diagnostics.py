@@ -3,6 +3,7 @@
 Run `pytest tests/test_diagnostics.py --update-golden` after an intended change
 and review the diff of the .expected files.
 """
+import shlex
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,10 @@ def test_there_are_cases():
 @pytest.mark.parametrize("case", CASES)
 def test_diagnostic_text(case, capsys, update_golden):
     source = Path("tests/diagnostics") / f"{case}.circuit"
-    status = main(["check", str(source)])
+    # a first line `# check --size d=64` gives the command more arguments
+    first_line = (HERE / f"{case}.circuit").read_text(encoding="utf-8").split("\n", 1)[0]
+    extra = shlex.split(first_line[len("# check "):]) if first_line.startswith("# check ") else []
+    status = main(["check", str(source), *extra])
     captured = capsys.readouterr()
     assert status == 1, "a bad program must exit 1"
     assert "Traceback" not in captured.err

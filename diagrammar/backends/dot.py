@@ -227,8 +227,9 @@ class _DotWriter:
         body_types = {w.name: w.type for w in block.body.wires}
         for i in range(block.carried):
             self._edge(out_nodes[i], in_nodes[i], str(body_types[block.body.output.wires[i]]), _CARRY)
-        # the body's result wires are the box's outputs, slot for slot (a scan's ys gain its axis)
-        return in_nodes, out_nodes
+        # the body's result wires are the box's outputs, slot for slot (a scan's ys gain its axis);
+        # a dispatch's index, its last input, points at the expert's first input
+        return in_nodes + in_nodes[:1] * (len(b.inputs) - len(in_nodes)), out_nodes
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,8 @@ def _block_view(b: Box, prefix: str) -> _Block:
     if b.op == "scan":
         title = f"scan {_circuit_title(b)} along {b.attr('along')}"
         return _Block(b.body, path, title, int(b.attr("n_state", 0)), batch)
+    if b.op == "dispatch":
+        return _Block(b.body, path, f"dispatch {_circuit_title(b)} among {b.attr('along')}", 0, batch)
     count = f" \u00d7{b.attr('count')}"
     carried = int(b.attr("carried", 0))
     body = b.body
@@ -277,7 +280,8 @@ def _block_label(b: Box, block: _Block) -> str:
     n_weights = sum(1 for _ in b.body.weights())
     if n_weights:
         params = _block_params(b)
-        small.append(f"{n_weights} weight{'s' if n_weights != 1 else ''}" + (" per copy" if b.op == "repeat" else "")
+        small.append(f"{n_weights} weight{'s' if n_weights != 1 else ''}"
+                     + {"repeat": " per copy", "dispatch": " per expert"}.get(b.op, "")
                      + f", {params} parameters")
     rows.extend(f'<FONT POINT-SIZE="9">{_esc(s)}</FONT>' for s in small)
     return "<" + "<BR/>".join(rows) + ">"
@@ -285,7 +289,7 @@ def _block_label(b: Box, block: _Block) -> str:
 
 def _block_params(b: Box) -> str:
     total = b.body.parameter_count()
-    if b.op == "repeat":
+    if b.op in ("repeat", "dispatch"):
         count = b.attr("count")
         total = total * (count if isinstance(count, Size) else Size.of(int(count)))
     return f"{total.value:,}" if total.is_const else str(total)
@@ -338,17 +342,39 @@ def _concat(b: Box) -> str:
 def _window(b: Box) -> str:
     op, a = b.op, b.attr
     over, out_over = tuple(a("over", ())), tuple(a("out_over", ()))
-    size = tuple(a("kernel") if op == "conv" else a("window") or ())
-    text = ("" if op == "conv" else f"{a('op')} ") + "x".join(str(k) for k in size)
+    if op == "pad":
+        return f"over {_axes(over)} -> {_axes(out_over)} {_pad_text(a('padding'))}" + (
+            f" value {a('value'):g}" if a("value") else "")
+    conv_like = op in ("conv", "conv_transpose")
+    size = tuple(a("kernel") if conv_like else a("window") or ())
+    text = ("" if conv_like else f"{a('op')} ") + "x".join(str(k) for k in size)
     text += f" over {_axes(over)}" + (f" -> {_axes(out_over)}" if out_over and out_over != over else "")
     stride = a("stride")
     stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * len(size)
     default = size if op == "pool" else (1,) * len(size)
     if stride != default and None not in stride:
         text += " stride " + "x".join(str(k) for k in stride)
-    if op == "conv":
+    padding = a("padding")
+    if a("causal"):
+        text += " causal"
+    elif isinstance(padding, tuple) and any(lo or hi for lo, hi in padding):
+        text += " " + _pad_text(padding)
+    if a("dilation"):
+        text += " dilation " + "x".join(str(k) for k in a("dilation"))
+    if a("groups"):
+        text += f" groups {a('groups')}"
+    if op == "conv_transpose" and any(a("output_padding")):
+        text += " output_padding " + "x".join(str(k) for k in a("output_padding"))
+    if conv_like:
         text += f", {a('cin')} -> {a('cout')}"
     return text
+
+
+def _pad_text(pairs) -> str:
+    """`pad 1` when every pair is (1, 1), else the pairs."""
+    if len(set(pairs)) == 1 and pairs[0][0] == pairs[0][1]:
+        return f"pad {pairs[0][0]}"
+    return "pad " + ", ".join(f"({lo}, {hi})" for lo, hi in pairs)
 
 
 _PLAIN = _Label("box")
@@ -358,13 +384,17 @@ _OVER_LABEL = _Label("box", _over)
 LABELS: dict[str, _Label] = {
     **{op: _Label("symbol", sym) for op, sym in (
         ("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("neg", "-x"),
-        ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="))},
-    **{op: _PLAIN for op in ("relu", "abs", "square", "gelu", "silu", "tanh", "sigmoid", "softplus", "exp", "log",
-                             "sqrt", "maximum", "minimum", "where", "param")},
+        ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="), ("floordiv", "//"), ("mod", "%"))},
+    **{op: _PLAIN for op in ("relu", "abs", "square", "silu", "tanh", "sigmoid", "softplus", "exp", "log",
+                             "sqrt", "maximum", "minimum", "where", "param", "erf", "sin", "cos",
+                             "int", "float", "bool")},
+    "gelu": _Label("box", lambda b: "" if b.attr("approximate", True) else "exact"),
+    "slice": _Label("box", lambda b: f"{b.attr('axis')} -> {b.attr('dst')} from {b.attr('label')}"),
+    "full": _Label("box", lambda b: f"[{', '.join(b.attr('axes'))}] = {b.attr('label')}"),
     **{op: _OVER_LABEL for op in ("sum", "mean", "max", "min", "logsumexp", "argmax", "softmax", "log_softmax",
                                   "layernorm", "rmsnorm", "dot")},
     "const": _Label("const"),
-    "call": _Label("block"), "repeat": _Label("block"), "scan": _Label("block"),
+    "call": _Label("block"), "repeat": _Label("block"), "scan": _Label("block"), "dispatch": _Label("block"),
     "linear": _Label("box", lambda b: f"{_axes(b.attr('in_axes'))} -> {_axes(b.attr('out_axes'))}"),
     "embed": _Label("box", lambda b: f"{b.attr('vocab')} -> {_axes(b.attr('out_axes'))}"),
     "einsum": _Label("box", lambda b: "-> [" + ", ".join(b.attr("result", ())) + "]"),
@@ -372,12 +402,16 @@ LABELS: dict[str, _Label] = {
     "onehot": _Label("box", lambda b: str(b.attr("axis"))),
     "arange": _Label("box", lambda b: str(b.attr("axis"))),
     "gather": _Label("box", lambda b: f"along {b.attr('along')}"),
+    "scatter_add": _Label("box", lambda b: f"along {_axes(b.attr('along'))} -> {b.attr('into')}"),
+    "topk": _Label("box", lambda b: f"over {b.attr('over')} -> {b.attr('k')}"),
     "stack": _Label("box", lambda b: f"along {b.attr('along')}"),
     "take": _Label("box", lambda b: f"{b.attr('axis')}[{b.attr('index')}]"),
     "rename": _Label("box", _reshape), "merge": _Label("box", _reshape), "split": _Label("box", _reshape),
     "concat": _Label("box", _concat),
     "dropout": _Label("box", lambda b: f"{b.attr('rate'):g}"),
     "conv": _Label("box", _window), "pool": _Label("box", _window),
+    "conv_transpose": _Label("box", _window), "pad": _Label("box", _window),
+    "batchnorm": _Label("box", lambda b: "over " + ", ".join(("batch",) + tuple(b.attr("over")))),
 }
 
 # Operations that never reach this backend (see tests/test_catalogue.py).

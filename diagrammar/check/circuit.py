@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import ops
 from .. import syntax as S
+from ..bounds import over_budget
 from ..errors import (
     DuplicateDefinition,
     InvalidArgument,
@@ -25,6 +26,7 @@ from ..errors import (
 )
 from ..ir import Axis, Size, TensorType, TupleType, const_label, eval_const
 from ..ops import REQUIRED
+from .consts import check_int32
 from .hints import _did_you_mean, type_table
 from .rules import TYPING
 from .sizes import eval_size
@@ -37,6 +39,7 @@ from .values import (
     _Builder,
     _has_free,
     _is_integral,
+    _is_whole,
     _Poison,
     _Skip,
 )
@@ -45,13 +48,20 @@ from .values import (
 class _CircuitChecker(_Statements):
     """Checks one circuit body with its axis parameters bound."""
 
-    def __init__(self, checker, src, axis_args: dict[str, Size]):
+    def __init__(self, checker, src, axis_args: dict[str, Size], bound: dict[str, Axis] | None = None):
         self.checker = checker  # the program's Checker: files, circuits, the error sink
         self.src = src
         self.node = src.node
-        self.axis_args = axis_args
+        # a generic circuit's name parameter stands for the axis its call bound it to (substitution):
+        # where the text says `q`, the diagram has the axis `seq`
+        self.renames = {p: a.name for p, a in (bound or {}).items()}
+        self.requires: list = []  # `require`s of the body that wait for free sizes (ir.Requirement)
         axes = dict(checker.global_axes)
         axes.update(axis_args)
+        if bound:
+            axes.update({a.name: a.size for a in bound.values()})
+            axis_args = {ap.name: self.renames.get(ap.name) or axis_args[ap.name] for ap in src.node.axis_params}
+        self.axis_args = axis_args
         self.b = _Builder(src.node.name, axes)
         self.stmt_boxes: list[_BoxB] = []
 
@@ -60,7 +70,12 @@ class _CircuitChecker(_Statements):
     def err(self, cls, msg, span, **kw):
         raise cls(msg, span, **kw)
 
+    def real(self, name: str) -> str:
+        """The axis a name written in the text stands for: a name parameter's bound axis, else the name."""
+        return self.renames.get(name, name)
+
     def axis_size(self, name: str, span: Span, *types: TensorType) -> Size:
+        """The size of an axis of the diagram (a name `axis_names` gave, already substituted)."""
         for t in types:
             if isinstance(t, TensorType):
                 a = t.axis(name)
@@ -80,6 +95,7 @@ class _CircuitChecker(_Statements):
         seen = set()
         axes = []
         for name, span in node.axes:
+            name = self.real(name)
             if name in seen:
                 self.err(ShapeMismatch, f"axis {name} appears twice in one type", span,
                          hint="a tensor has each named axis once; declare a second axis (axis key = seq)")
@@ -91,17 +107,30 @@ class _CircuitChecker(_Statements):
         outs = [self.b.new_wire(t) for t in out_types]
         box = _BoxB(op, list(inputs), outs, dict(attrs or {}), list(weights), dict(roles or {}), span, body,
                     label_hint=label)
-        if weights:
-            for w in weights:
-                n = w.type.numel()
-                if n.is_const and n.value > self.checker.max_weight_elements:
-                    self.err(SizeTooLarge,
-                             f"{op} weight {w.name or 'param'} {w.type} has {n.value:,} elements, over the budget of "
-                             f"{self.checker.max_weight_elements:,}", span,
-                             hint="check the sizes, or raise max_weight_elements")
+        for w in weights:
+            n = w.type.numel()
+            what = n.is_const and over_budget(n.value, 1, self.checker.max_weight_elements)
+            if what:
+                self.err(SizeTooLarge, f"{op} weight {w.name or 'param'} {w.type} has {what}, over the budget of "
+                         f"{self.checker.max_weight_elements:,}", span,
+                         hint="check the sizes, or raise max_weight_elements")
         self.b.boxes.append(box)
         self.stmt_boxes.append(box)
         return [T(o, t) for o, t in zip(outs, out_types)]
+
+    def budget_of_copies(self, body, count: Size, span: Span, what: str):
+        """Refuse, as compile would, a weight of `body` whose `count` copies (a repeat's, or a dispatch's
+        experts) go over the per-weight budget, when the sizes are known (bounds.over_budget)."""
+        budget = self.checker.max_weight_elements
+        for dotted, w, copies in body.weights():
+            per, inner, n = w.type.numel(), copies, copies * count
+            if not (per.is_const and n.is_const) or over_budget(per.value, inner.value, budget):
+                continue  # unknown until compile time, or already refused where it is made
+            found = over_budget(per.value, n.value, budget)
+            if found:
+                self.err(SizeTooLarge, f"{what} makes {n.value:,} copies of its weight {dotted} {w.type}: {found}, "
+                         f"over the budget of {budget:,}", span, hint="check the sizes and the count, or raise "
+                         "max_weight_elements")
 
     def tensor(self, v, span, what="this operand") -> T:
         if isinstance(v, _Poison):
@@ -114,8 +143,20 @@ class _CircuitChecker(_Statements):
         return v
 
     def materialise(self, c: C, span, dtype: str = "float") -> T:
+        if dtype == "int":
+            check_int32(self, c.tree, span)
         return self.add_box("const", [], [TensorType((), dtype)], span,
                             attrs={"value": c.tree, "label": const_label(c.tree)})[0]
+
+    def constant_for(self, c: C, want, span) -> T:
+        """A constant where a value of type `want` is expected: int where `want` is int (the
+        constant must then be whole: `3`, `size(a) // 2`, not `2.5`), else float as in v0."""
+        if isinstance(want, TensorType) and want.dtype == "int":
+            if not _is_whole(c.tree):
+                self.err(ShapeMismatch, f"{const_label(c.tree)} is a float constant, but an int is wanted here",
+                         span, hint="a whole number is written without '.' (3, not 3.0), or made with int(x)")
+            return self.materialise(c, span, "int")
+        return self.materialise(c, span)
 
     def operands(self, values: list, spans: list, what: str = "this operand") -> list[T]:
         """Tensors for an element-wise operation. A whole-number constant next to
@@ -125,7 +166,7 @@ class _CircuitChecker(_Statements):
         out = []
         for v, sp in zip(values, spans):
             if isinstance(v, C):
-                dtype = "int" if int_context and _is_integral(v.tree) else "float"
+                dtype = "int" if int_context and (_is_integral(v.tree) or _is_whole(v.tree)) else "float"
                 out.append(self.materialise(v, sp, dtype))
             else:
                 out.append(self.tensor(v, sp, what))
@@ -140,13 +181,13 @@ class _CircuitChecker(_Statements):
 
     def axis_names(self, node, what="axes") -> list[tuple[str, Span]]:
         if isinstance(node, S.Name):
-            return [(node.id, node.span)]
+            return [(self.real(node.id), node.span)]
         if isinstance(node, (S.TupleExpr, S.AxisList)):
             out = []
             for it in node.items:
                 if not isinstance(it, S.Name):
                     self.err(InvalidArgument, f"expected an axis name in {what}", it.span)
-                out.append((it.id, it.span))
+                out.append((self.real(it.id), it.span))
             return out
         self.err(InvalidArgument, f"expected an axis name or a tuple of axis names for {what}",
                  getattr(node, "span", None))
@@ -225,21 +266,26 @@ class _CircuitChecker(_Statements):
             seen.add(n)
 
     def eval_size_here(self, node) -> Size:
-        def lookup(n, sp):
-            if n in self.b.axes:
-                return self.b.axes[n]
-            self.b.lookup(n)  # as a name, it may be captured from an enclosing repeat
-            self.err(UnknownName, f"unknown axis {n!r} in a size", sp,
-                     hint=_did_you_mean(n, list(self.b.axes)))
-        return eval_size(node, lookup)
+        return eval_size(node, self.size_lookup)
+
+    def size_lookup(self, n: str, sp: Span) -> Size:
+        """The size of an axis named in a size expression of the body."""
+        n = self.real(n)
+        if n in self.b.axes:
+            return self.b.axes[n]
+        self.b.lookup(n)  # as a name, it may be captured from an enclosing repeat
+        self.err(UnknownName, f"unknown axis {n!r} in a size", sp,
+                 hint=_did_you_mean(n, list(self.b.axes)))
 
     # ---------------------------------------------------- expressions
 
     def expr(self, node):
         if isinstance(node, S.Name):
             return self.name(node)
-        if isinstance(node, S.Number):
-            return C(("num", node.value))
+        if isinstance(node, S.Number):  # a whole-number literal (`3`) keeps an int; `3.0`, `1e3` are floats
+            return C(("num", int(node.text) if node.text.isdigit() else node.value))
+        if isinstance(node, S.Cast):
+            return TYPING[node.dtype](self, node.dtype, node, {"x": node.operand})
         if isinstance(node, S.BinOp):
             return TYPING[node.op](self, node.op, node, {"a": node.left, "b": node.right})
         if isinstance(node, S.Neg):
@@ -251,6 +297,14 @@ class _CircuitChecker(_Statements):
         if isinstance(node, S.AxisList):
             self.err(InvalidArgument, "an axis list [a, b] is a type, not a value", node.span,
                      hint="axis lists appear in einsum(..., -> [a, b]) and in signatures")
+        if isinstance(node, S.CircuitRef):
+            if node.name not in self.checker.circuits:
+                self.err(UnknownName, f"unknown circuit {node.name!r}", node.name_span,
+                         hint=_did_you_mean(node.name, self.checker.circuits) or "brackets after a name bind a "
+                         "circuit's parameters; there is no indexing: take(), gather() or slice() pick positions")
+            self.err(InvalidArgument, f"{node.name}[...] names a circuit without calling it; call it: "
+                     f"{node.name}[...](...)", node.span,
+                     hint="a circuit is named without a call only as the first argument of scan or dispatch")
         if isinstance(node, (S.Mapping, S.ResultSpec, S.Keyword)):
             self.err(InvalidArgument, "a mapping `a -> b` is only an argument of an operation", node.span)
         self.err(InvalidArgument, "unexpected expression", node.span)
@@ -259,8 +313,9 @@ class _CircuitChecker(_Statements):
         v = self.b.lookup(node.id)
         if v is not None:
             return v
-        if node.id in self.b.axes:
-            return C(("axis", node.id, self.b.axes[node.id]))
+        axis = self.real(node.id)
+        if axis in self.b.axes:
+            return C(("axis", axis, self.b.axes[axis]))
         if node.id == "inf":
             return C(("num", math.inf))
         if node.id in self.checker.circuits:

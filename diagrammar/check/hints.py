@@ -34,7 +34,12 @@ def mismatch_hint(want: TensorType, got: TensorType, what: str = "x") -> str | N
     extra = [a for a in got.axes if want.axis(a.name) is None]
     if want.dtype != got.dtype:
         if got.dtype == "int" and want.dtype == "float":
-            return f"int indices become floats through onehot({what}, axis) or embed({what}, vocab -> d)"
+            return (f"convert it: float({what}); indices become one-hot floats through onehot({what}, axis) "
+                    f"or embed({what}, vocab -> d)")
+        if got.dtype == "bool" and want.dtype == "float":
+            return f"convert it: float({what}) gives 0 or 1"
+        if got.dtype == "float" and want.dtype == "int":
+            return f"convert it: int({what}) truncates toward zero"
         return None
     if len(missing) == 1 and len(extra) == 1:
         m, e = missing[0], extra[0]

@@ -13,11 +13,13 @@ from ..errors import (
     InvalidArgument,
     NoReturn,
     ShapeMismatch,
+    Span,
     WrongArity,
 )
 from ..ir import Diagram, Init, Port, TensorType, TupleType, Weight, Wire
 from ..ops import OWNS_WEIGHTS
 from .hints import mismatch_hint, type_table
+from .sizes import requirement
 from .values import (
     POISON,
     C,
@@ -85,7 +87,8 @@ class _Statements:
         except _Skip:
             return None
         out = Port("return", ret_type, tuple(v.wire for v in _flat(value)))
-        return self.b.freeze(tuple(ports), out, tuple(self.axis_args.items()), node.span)
+        return self.b.freeze(tuple(ports), out, tuple(self.axis_args.items()), node.span,
+                             requires=tuple(self.requires) + self.checker.global_requires)
 
     def _input_value(self, name, ptype):
         if isinstance(ptype, TupleType):
@@ -101,8 +104,8 @@ class _Statements:
                 self.err(WrongArity, f"returns {n} bundle{'s' if n != 1 else ''}, but the signature says {rtype}",
                          span)
             return Tup(tuple(self.coerce_return(v, t, span) for v, t in zip(value.items, rtype.items)))
-        if isinstance(value, C):
-            value = self.materialise(value, span)
+        if isinstance(value, C):  # int where the signature returns int (v1), else float
+            value = self.constant_for(value, rtype, span)
         t = self.tensor(value, span, "the returned value")
         if not t.type.same(rtype):
             self.err(ShapeMismatch, f"returns {t.type}, but the signature says {rtype}", span,
@@ -129,6 +132,8 @@ class _Statements:
                         self.checker.sink.add(InvalidArgument("return inside repeat is not allowed", st.span))
                 elif isinstance(st, S.Repeat):
                     self.repeat(st)
+                elif isinstance(st, S.Require):
+                    self.require(st)
             except CircuitError as e:
                 self.checker.sink.add(e)
                 self._poison_targets(st)
@@ -146,7 +151,7 @@ class _Statements:
             pass
 
     def check_target(self, name, span):
-        if name in self.b.axes:
+        if name in self.b.axes or name in self.renames:
             self.err(AxisValueClash, f"{name} is an axis and cannot also name a value", span,
                      hint=f"pick another name for the value, e.g. {name}_")
 
@@ -259,8 +264,10 @@ class _Statements:
             if node.func == "uniform" and vals[0] > vals[1]:
                 self.err(InvalidArgument, "uniform(lo, hi) needs lo <= hi", node.span)
             return Init(node.func, vals)
-        self.err(InvalidArgument, "unknown initialiser", node.span,
-                 hint="initialisers: zeros, ones, normal(std), uniform(lo, hi), lecun, glorot")
+        # v1: a constant expression (imported here: that module builds on this one's checker)
+        from .initialisers import init_expression
+
+        return init_expression(self, node, ptype)
 
     def return_stmt(self, st: S.Return):
         if len(st.values) == 1:
@@ -268,8 +275,10 @@ class _Statements:
         else:
             value = Tup(tuple(self.expr(v) for v in st.values))
         target = "out" if "out" not in self.b.values else "out_"
-        if isinstance(value, C):
-            value = self.materialise(value, st.span)
+        if isinstance(value, C):  # int where the signature returns int (v1), else float
+            r = self.node.returns
+            value = self.constant_for(value, TensorType((), r.dtype) if isinstance(r, S.TensorTypeNode) else None,
+                                      st.span)
         items = [value]
         self.finish_statement([target], items)
         return items[0], st.span
@@ -286,6 +295,7 @@ class _Statements:
         outer_boxes = self.stmt_boxes
         inner = type(self).__new__(type(self))
         inner.checker, inner.src, inner.node, inner.axis_args = self.checker, self.src, self.node, {}
+        inner.renames, inner.requires = self.renames, self.requires  # the same text, the same binding
         inner.b = _Builder("repeat", self.b.axes, parent=self.b)
         inner.stmt_boxes = []
         # carried values enter the body as its first inputs
@@ -317,6 +327,8 @@ class _Statements:
         in_wires = [x.wire for _, v in carried for x in _flat(v)] + [o.wire for _n, o, _i in inner.b.captures]
         out_types = [x.type for _, v in carried for x in _flat(v)]
         roles = {a.name: "replaced" for t in out_types for a in t.axes}
+        header = Span(st.span.file, st.span.line, st.span.column, st.count.span.end_line, st.count.span.end_column)
+        self.budget_of_copies(body, count, header, f"repeat {S.size_text(st.count)}")
         results = self.add_box("repeat", in_wires, out_types, st.span, roles=roles,
                                attrs={"count": count, "carried": len(out_types)}, body=body, label="repeat")
         # rebind carried names
@@ -328,6 +340,13 @@ class _Statements:
         self.finish_statement(names or ["repeat"], new_vals if names else [Tup(())])
         for n, nv in zip(names, new_vals):
             self.b.values[n] = nv
+
+
+    def require(self, st: S.Require):
+        """`require` in a body: decided for this instantiation now, or kept for when free sizes are bound."""
+        r = requirement(st, self.size_lookup)
+        if r is not None:
+            self.requires.append(r)
 
 
 def _assigned_names(stmts) -> list[str]:

@@ -131,7 +131,7 @@ class _Builder:
             b.inputs = [mapping.get(w, w) for w in b.inputs]
             b.outputs = [mapping.get(w, w) for w in b.outputs]
 
-    def freeze(self, inputs: tuple[Port, ...], output: Port, axis_args, span) -> Diagram:
+    def freeze(self, inputs: tuple[Port, ...], output: Port, axis_args, span, requires=()) -> Diagram:
         boxes = tuple(
             Box(name=b.name, op=b.op, inputs=tuple(b.inputs), outputs=tuple(b.outputs),
                 attrs=tuple(sorted(b.attrs.items())), weights=tuple(b.weights),
@@ -145,7 +145,7 @@ class _Builder:
             order.extend(b.outputs)
         wires = tuple(self.wires[n] for n in dict.fromkeys(order))
         aliases = tuple(sorted((w, n) for w, n in self.aliases.items() if w in self.wires and w != n))
-        return Diagram(self.name, tuple(axis_args), inputs, output, wires, boxes, span, aliases)
+        return Diagram(self.name, tuple(axis_args), inputs, output, wires, boxes, span, aliases, tuple(requires))
 
 
 # ---------------------------------------------------------------- values and their types
@@ -221,6 +221,21 @@ def _is_integral(tree) -> bool:
     if kind in ("add", "sub", "mul"):
         return _is_integral(tree[1]) and _is_integral(tree[2])
     return False
+
+
+def _is_whole(tree) -> bool:
+    """A whole-number constant by how it is written: whole literals (`3`, not `3.0`), sizes, and
+    `+ - * // %` and `int(...)` of them; `/` and functions make a constant float."""
+    kind = tree[0]
+    if kind == "num":
+        return isinstance(tree[1], int)
+    if kind == "axis":
+        return True
+    if kind == "neg":
+        return _is_whole(tree[1])
+    if kind in ("add", "sub", "mul", "floordiv", "mod"):
+        return _is_whole(tree[1]) and _is_whole(tree[2])
+    return kind == "fn" and tree[1] == "int"
 
 
 def _has_free(tree) -> bool:

@@ -39,6 +39,9 @@ COMMANDS = {
     "gallery": ("diagrammar.cli.gallery", "render every zoo circuit into gallery/ with an index page"),
     "stats": ("diagrammar.cli.stats", "parameters, FLOPs and memory per box"),
     "train": ("diagrammar.cli.train", "train a circuit on a task (modadd, sort, hull, workspace)"),
+    "fmt": ("diagrammar.cli.fmt", "format .circuit files in the one canonical layout (--check for CI)"),
+    "lsp": ("diagrammar.cli.lsp", "a language server for editors, over stdio (needs diagrammar[lsp])"),
+    "serve": ("diagrammar.cli.serve", "a local page that shows a file's figure and errors, updated on save"),
 }
 
 EPILOG = """examples:

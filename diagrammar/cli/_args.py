@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 
 from ..errors import BadArgument, MissingDependency
 
-__all__ = ["whole", "positive", "seed", "real", "fraction", "axis_size", "circuit_in", "require"]
+__all__ = ["whole", "positive", "seed", "real", "fraction", "axis_size", "size_override", "add_size_overrides",
+           "circuit_in", "require"]
 
 INT32_MAX = 2 ** 31 - 1  # steps and sizes end up as int32 inside jax
 SEED_MAX = 2 ** 32 - 1   # jax.random.key takes a uint32 seed
@@ -110,6 +111,34 @@ def axis_size(text: str) -> tuple[str, int]:
 
 
 axis_size.__name__ = "NAME=SIZE"
+
+
+def size_override(text: str) -> tuple[str, int | str]:
+    """An argparse type: ``--size NAME=N``. The number is left for the checker to judge (a size below 1 is a
+    SizeTooLarge, one that is not whole an InvalidArgument), so the command line and Python say the same.
+
+    >>> size_override("d=64"), size_override("d=1.5")
+    (('d', 64), ('d', '1.5'))
+    """
+    name, eq, size = text.partition("=")
+    name = name.strip()
+    if not eq or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=N (e.g. d=64), got {text!r}")
+    try:
+        return name, int(size.strip().replace("_", ""))
+    except ValueError:
+        return name, size.strip()
+
+
+size_override.__name__ = "NAME=N"
+
+
+def add_size_overrides(parser: argparse.ArgumentParser) -> None:
+    """``--size NAME=N`` (repeatable): check the program as if the declaration of axis NAME said ``= N``."""
+    parser.add_argument("--size", action="append", default=[], metavar="NAME=N", type=size_override,
+                        dest="size_overrides",
+                        help="override the size of a declared axis, as if its declaration said NAME = N; "
+                             "derived sizes follow (repeatable)")
 
 
 def circuit_in(program, name: str, file: str, names: Iterable[str] | None = None) -> str:

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print diagnostics (or summaries) as JSON, for editors")
     parser.add_argument("--max-weight-elements", type=_args.positive(2 ** 62), default=None, metavar="N",
                         help="refuse any weight with more than N elements (default 2**31)")
+    _args.add_size_overrides(parser)
 
 
 def expand(path: str) -> list[str]:
@@ -72,7 +73,7 @@ def run(args) -> int:
             continue
         for path in paths:
             try:
-                program = load(path, max_weight_elements=budget)
+                program = load(path, max_weight_elements=budget, sizes=dict(args.size_overrides) or None)
             except CircuitError as e:
                 status = max(status, 1)
                 if args.json:
@@ -81,7 +82,13 @@ def run(args) -> int:
                     print(e.format(), file=sys.stderr)
                 continue
             circuits = []
-            for name in program:
+            generics = program.generics
+            for name in program.circuits:
+                if name in generics:  # typed per binding, at its calls: no parameter count of its own
+                    circuits.append({"name": name, "generic": generics[name]})
+                    if not args.json:
+                        print(f"{path}: {generics[name]} (generic)")
+                    continue
                 d = program[name]
                 params = d.parameter_count()
                 circuits.append({"name": name, "inputs": {p.name: str(p.type) for p in d.inputs},

@@ -38,11 +38,14 @@ def add_arguments(parser) -> None:
                         help="write parameters and FLOPs under every box")
     parser.add_argument("--batch", type=_args.positive(), default=1, metavar="B",
                         help="batch size for --cost (default 1)")
+    _args.add_size_overrides(parser)
 
 
 def own_circuits(program) -> list[str]:
-    """Circuits defined in the program's own file, in source order (not those it `use`s)."""
-    return program.own_circuits or list(program)
+    """Circuits defined in the program's own file, in source order (not those it `use`s), that have a
+    diagram of their own (a generic circuit has one per binding, drawn where it is called)."""
+    generics = program.generics
+    return [n for n in program.own_circuits() if n not in generics] or list(program)
 
 
 def cost_labels(diagram, batch: int) -> dict[str, str]:
@@ -74,7 +77,7 @@ def run(args) -> int:
         if suffix not in FORMATS:
             raise BadArgument(f"cannot tell the format of -o {out!r}: end it in one of {', '.join(FORMATS)}")
         _files.check_output(out, what="-o")
-    program = load(args.file)
+    program = load(args.file, sizes=dict(args.size_overrides) or None)
     own = own_circuits(program)
     if not own:
         raise BadArgument(f"{args.file} defines no circuit")

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         type=_args.axis_size,
                         help="size of a free axis, or an axis parameter of the circuit (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    _args.add_size_overrides(parser)
 
 
 def _axis_params(program, name: str) -> set[str]:
@@ -44,7 +45,7 @@ def run(args) -> int:
 
     sizes = dict(args.sizes)
     _files.input_file(args.file)
-    program = load(args.file)
+    program = load(args.file, sizes=dict(args.size_overrides) or None)
     if args.circuit is not None:
         names = [_args.circuit_in(program, args.circuit, args.file, program.circuits)]
     else:
@@ -70,9 +71,17 @@ def run(args) -> int:
             details.append(f"{d.name}: free sizes {', '.join(free) or 'none'}; "
                            f"axis parameters {', '.join(aps) or 'none'}")
         raise BadArgument(f"--set {unused[0]}: not a free size or axis parameter of "
-                          f"{', '.join(d.name for d, _ in plans)} (sizes declared in the program are fixed)\n  "
+                          f"{', '.join(d.name for d, _ in plans)} (a size declared in the program is changed "
+                          f"with --size {unused[0]}=N)\n  "
                           + "\n  ".join(details))
 
+    from ..bounds import failures
+
+    for d, bindings in plans:  # requirements and reshapes that wait for free sizes, as compile checks them
+        found = failures(d, bindings) if bindings else []
+        if found:
+            found[0].errors = found
+            raise found[0]
     reports = []
     for d, bindings in plans:
         report = analyse(d, batch=args.batch, bindings=bindings)

@@ -137,6 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     again.add_argument("--force", action="store_true",
                        help="resume the checkpoint in --out even though its settings differ (the new ones apply)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _args.add_size_overrides(parser)
 
 
 def compile_settings(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
@@ -171,7 +172,7 @@ def check_sizes(diagram: Any, args: argparse.Namespace, sizes: dict[str, int]) -
     unknown = sorted(given - free)
     if unknown:
         raise BadArgument(f"--axis {unknown[0]}: {args.circuit} has no free axis {unknown[0]} (it has {has}; "
-                          "sizes the program declares are fixed)")
+                          f"sizes the program declares are fixed). --size {unknown[0]}=N changes a declared size")
     unset = sorted(free - set(sizes))
     if unset:
         raise BadArgument(f"{args.circuit} has free axes without a size: {', '.join(unset)}; give them with "
@@ -230,7 +231,7 @@ def build_model(args: argparse.Namespace, sizes: dict[str, int], options: dict[s
     import diagrammar
 
     _files.input_file(args.file)
-    program = diagrammar.load(args.file)
+    program = diagrammar.load(args.file, sizes=_overrides(args) or None)
     diagram = program[_args.circuit_in(program, args.circuit, args.file)]
     check_sizes(diagram, args, sizes)
     check_budget(diagram, sizes, args.max_parameters, args.file)
@@ -244,7 +245,14 @@ def run_settings(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, A
                 "optimizer": {"name": "adamw", "learning_rate": args.lr, "weight_decay": args.weight_decay,
                               "b1": ADAMW_BETAS[0], "b2": ADAMW_BETAS[1]}}
     settings.update({name: getattr(args, name) for name in spec.settings})
+    if _overrides(args):  # only when given, so runs from before --size existed still resume
+        settings["size_overrides"] = dict(sorted(_overrides(args).items()))
     return settings
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--size NAME=N`` as a dict (empty when none was given)."""
+    return dict(getattr(args, "size_overrides", None) or [])
 
 
 def run(args: argparse.Namespace) -> int:

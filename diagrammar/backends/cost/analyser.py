@@ -138,9 +138,14 @@ class _Analyser:
         inner_types = [t for p in body.inputs for t in flat_types(p.type)]
         out = []
         along = b.attr("along") if b.op == "scan" else None
+        per_pair = frozenset()
+        if b.op == "dispatch":  # the expert runs once per position of the index: its own axes (the k) count too
+            idx_t = self.wtype(d, b.inputs[-1])
+            per_pair = bins[-1].extras | frozenset(self.sym(a.name, a.size) for a in idx_t.axes
+                                                   if a.name in b.attr("index_axes", ()))
         for w, i, t in zip(b.inputs, bins, inner_types):
             outer_t = self.wtype(d, w)
-            out.append(_Info(i.extras | self._broadcast_syms(outer_t, t, along), i.grad))
+            out.append(_Info(i.extras | self._broadcast_syms(outer_t, t, along) | per_pair, i.grad))
         return tuple(out)
 
     def _box_outputs(self, d: Diagram, b: Box, bins: list[_Info]) -> list[_Info]:
@@ -161,7 +166,7 @@ class _Analyser:
     def _fixpoint(self, d: Diagram, b: Box, bins: list[_Info]):
         """Body input infos (carried values settle after a few rounds) and body output infos."""
         ins = list(self._inner_inputs(d, b, bins))
-        if b.op == "call":
+        if b.op in ("call", "dispatch"):
             _, out = self.propagate(b.body, tuple(ins))
             return tuple(ins), out
         if b.op == "repeat":
@@ -229,7 +234,8 @@ class _Analyser:
     def leaf(self, d: Diagram, b: Box, bins: list[_Info], bouts: list[_Info]) -> _Acc:
         acc = _Acc()
         for w in b.weights:
-            acc.params = acc.params + _prod(self.sym(a.name, a.size) for a in w.type.axes)
+            if not w.state:  # batchnorm's running statistics are state, not parameters
+                acc.params = acc.params + _prod(self.sym(a.name, a.size) for a in w.type.axes)
         in_t = [self.wtype(d, w) for w in b.inputs]
         out_t = [self.wtype(d, w) for w in b.outputs]
         if b.op != "param":
@@ -282,7 +288,7 @@ class _Analyser:
                 body_in = [w for p in b.body.inputs for w in p.wires]
                 needed = {bw for w, bw in zip(b.inputs, body_in) if w in keep or last.get(w, -1) > i}
                 sub = prefix + b.name + "."
-                if b.op == "call":
+                if b.op in ("call", "dispatch"):
                     pn, pf = self.peak(b.body, sub, needed)
                     here = cur - in_bytes + pf
                     here_n = self.guess(cur - in_bytes) + pn

@@ -111,7 +111,7 @@ def contraction(an, s, acc):
     acc.mm, acc.ew, acc.bwd = _contraction(an, s.b, s.in_t, s.bins, s.out_t[0], s.g)
 
 
-@cost_rule("conv")
+@cost_rule("conv", "conv_transpose")
 def conv(an, s, acc):
     acc.mm, acc.bwd = _conv(an, s.b, s.in_t[0], s.out_t[0], s.E, s.g[0])
     if s.b.attr("bias"):
@@ -167,10 +167,13 @@ def _conv(an, b: Box, x: TensorType, out: TensorType, E: Size, needs_grad: bool)
     kernel, stride, padding = b.attr("kernel"), b.attr("stride"), b.attr("padding")
     cin, cout = b.attr("cin"), b.attr("cout")
     taps = ONE
-    for name, oname, k, s in zip(over, out_over, kernel, stride):
+    dilation = b.attr("dilation") or (1,) * len(over)
+    for i, (name, oname, k, s) in enumerate(zip(over, out_over, kernel, stride)):
         a, o = x.axis(name), out.axis(oname)
         n_sym, o_sym = an.sym(name, a.size), an.sym(oname, o.size)
-        if padding == "valid":
+        if b.op == "conv_transpose" or dilation[i] != 1 or padding not in ("same", "valid"):
+            t = _taps(an, b, i, a.size, n_sym, o_sym, k, s, dilation[i])
+        elif padding == "valid":
             t = o_sym * _k(k)  # every tap of every output lands inside
         elif s == 1:
             pl = (k - 1) // 2
@@ -189,9 +192,55 @@ def _conv(an, b: Box, x: TensorType, out: TensorType, E: Size, needs_grad: bool)
                 t = o_sym * _k(k)  # an upper bound: padding taps counted too
         taps = taps * t
     other = _prod(an.sym(a.name, a.size) for a in x.axes if a.name not in over and a.name != cin) * E
-    cin_ax, cout_ax = x.axis(cin), out.axis(cout)
-    macs = other * taps * an.sym(cin, cin_ax.size) * an.sym(cout, cout_ax.size)
+    w_in, cout_ax = b.weights[0].type.axes[-2], out.axis(cout)  # cin, or cin / groups for a grouped conv
+    macs = other * taps * an.sym(w_in.name, w_in.size) * an.sym(cout, cout_ax.size)
     return _k(2) * macs, _k(2) * macs * _k(1 + needs_grad)
+
+
+def _taps(an, b: Box, i: int, n_size: Size, n_sym: Size, o_sym: Size, k: int, s: int, d: int) -> Size:
+    """Kernel taps along spatial axis i that meet the unpadded input, summed over the output positions.
+
+    conv: output o reads input o*s + t*d - lo, counted when inside [0, n) (taps in the padding do no
+    work, as XLA counts). conv_transpose: input i adds into full position i*s + t, counted when that
+    position survives the crop [lo, lo + n_out). With n known, counted exactly; otherwise as a formula
+    that is exact once n exceeds the kernel (stride 1 for conv; any stride for conv_transpose), or an
+    upper bound (every tap) for a strided conv of a free size.
+    """
+    n_val = n_size.bind(an.bindings) if an.bindings else n_size
+    if b.op == "conv_transpose":
+        (lo, hi), extra = b.attr("padding")[i], b.attr("output_padding")[i]
+        keep = k - hi + extra  # the last input position keeps the taps t < keep
+        cut = sum(-(-(lo - t) // s) if lo > t else 0 for t in range(k))
+        cut += sum((t - keep) // s + 1 if t >= keep else 0 for t in range(k))
+        if n_val.is_const:
+            n = n_val.value
+            n_out = (n - 1) * s + k - lo - hi + extra
+            inside = sum(1 for j in range(n) for t in range(k) if lo <= j * s + t < lo + n_out)
+            return n_sym * _k(k) - _k(n * k - inside)
+        return n_sym * _k(k) - _k(cut)
+    padding = b.attr("padding")
+    if padding == "valid":
+        lo = hi = 0
+    elif padding == "same":
+        reach = d * (k - 1) + 1
+        if s == 1:
+            total = reach - 1
+        elif n_val.is_const:
+            n = n_val.value
+            total = max((-(-n // s) - 1) * s + reach - n, 0)
+        else:
+            return o_sym * _k(k)
+        lo, hi = total // 2, total - total // 2
+    else:
+        lo, hi = padding[i]
+    if n_val.is_const:
+        n = n_val.value
+        n_out = (n + lo + hi - d * (k - 1) - 1) // s + 1
+        inside = sum(1 for o in range(n_out) for t in range(k) if 0 <= o * s + t * d - lo < n)
+        return o_sym * _k(k) - _k(n_out * k - inside)
+    if s == 1:
+        return o_sym * _k(k) - _k(sum(max(lo - t * d, 0) + max(hi - d * (k - 1 - t), 0) for t in range(k)))
+    return o_sym * _k(k)
 
 
 # ---------------------------------------------------------------- element-wise
@@ -241,8 +290,24 @@ def _unary(e: int, t: int, bw: int):
 
 for _name, _rule in (("relu", (1, 0, 2)), ("abs", (1, 0, 5)), ("square", (1, 0, 2)),
                      ("exp", (0, 1, 1)), ("log", (0, 1, 1)), ("sqrt", (0, 1, 2)), ("tanh", (0, 1, 4)),
-                     ("sigmoid", (3, 1, 3)), ("gelu", (8, 1, 16)), ("silu", (4, 1, 6)), ("softplus", (6, 2, 7))):
+                     ("sigmoid", (3, 1, 3)), ("silu", (4, 1, 6)), ("softplus", (6, 2, 7)),
+                     ("erf", (0, 1, 4)), ("sin", (0, 1, 2)), ("cos", (0, 1, 3)),
+                     ("int", (1, 0, 0)), ("float", (1, 0, 0)), ("bool", (1, 0, 0))):  # casts: a conversion each
     cost_rule(_name)(_unary(*_rule))
+
+
+@cost_rule("gelu")
+def gelu(an, s, acc):
+    # the tanh form, or the exact one: 0.5 * x * (1 + erf(x / sqrt 2)), four products and sums and an erf
+    _unary(8, 1, 16)(an, s, acc) if s.b.attr("approximate", True) else _unary(4, 1, 10)(an, s, acc)
+
+
+@cost_rule("floordiv", "mod")
+def integer_division(an, s, acc):
+    # Python's floor: a truncating division, then the sign corrections (9 and 10 operations, as XLA counts
+    # jnp.floor_divide and jnp.remainder); ints carry no gradient
+    acc.ew = _k(9 if s.b.op == "floordiv" else 10) * s.n_out + _sum(
+        n for n, t in zip(s.n_in, s.in_t) if t.dtype != "int")
 
 
 # ---------------------------------------------------------------- along axes
@@ -278,6 +343,15 @@ def normalisation(an, s, acc):
     acc.bwd = rule[2] if (s.g[0] or s.b.weights) else ZERO
 
 
+@cost_rule("batchnorm")
+def batchnorm(an, s, acc):
+    """Counted as in eval mode: per feature one rsqrt and the scale and shift folded; per element x*a + c."""
+    n = s.n_in[0]
+    features = _prod(an.sym(a.name, a.size) for a in s.in_t[0].axes if a.name not in set(s.b.attr("over")))
+    acc.ew, acc.tr = _k(2) * n + _k(3) * features, features
+    acc.bwd = _k(2) * n
+
+
 @cost_rule("argmax")
 def argmax(an, s, acc):
     acc.ew = _k(9) * (s.n_in[0] - s.n_out)
@@ -304,6 +378,20 @@ def lookup(an, s, acc):
     acc.bwd = s.n_out if (s.b.op == "embed" or s.g[0]) else ZERO
 
 
+@cost_rule("scatter_add")
+def scatter_add(an, s, acc):
+    # one add per element of x (the indices are checked, not computed on); its backward is a gather
+    acc.ew = s.n_in[0]
+    acc.bwd = s.n_in[0] if s.g[0] else ZERO
+
+
+@cost_rule("topk")
+def topk(an, s, acc):
+    # one comparison per entry ranked; the values' backward scatters the picked gradients back
+    acc.ew = s.n_in[0]
+    acc.bwd = s.n_in[0] if s.g[0] else ZERO
+
+
 @cost_rule("pool")
 def pool(an, s, acc):
     b = s.b
@@ -312,7 +400,8 @@ def pool(an, s, acc):
     acc.bwd = _k(8 if b.attr("op") == "max" else 3) * s.n_in[0] if s.g[0] else ZERO
 
 
-@cost_rule("rename", "merge", "split", "stack", "concat", "take", "arange", "const", "param", "dropout")
+@cost_rule("rename", "merge", "split", "stack", "concat", "take", "arange", "const", "param", "dropout", "pad",
+           "slice", "full")
 def free(an, s, acc):
     """Data movement, constants and weights cost no FLOPs; dropout counts as the identity (inference)."""
 
@@ -344,6 +433,18 @@ def scan(an, n):
     n.row["label"] = f"scan {n.b.attr('circuit')} over {along}"
     acc = an.cost(n.b.body, n.path + ".", n.depth + 1, n.body_ins, n.copies, n.mult * steps)
     n.row["mult"] = n.mult * steps
+    return acc
+
+
+@cost_rule("dispatch")
+def dispatch(an, n):
+    # the body's inputs carry the index's axes (analyser._inner_inputs): it is counted once per chosen
+    # (position, expert) pair, k per token, while the weights count every one of the E copies
+    along = n.b.attr("along")
+    n.row["label"] = f"dispatch {n.b.attr('circuit')} among {along}"
+    acc = an.cost(n.b.body, n.path + ".", n.depth + 1, n.body_ins, n.copies * an.sym(along, n.b.attr("count")),
+                  n.mult)
+    n.row["mult"] = n.mult
     return acc
 
 

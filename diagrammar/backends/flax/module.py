@@ -12,12 +12,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ... import bounds
+from ...bounds import DEFAULT_MAX_WEIGHT_ELEMENTS
 from ...errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
 from ...ir import Box, Diagram, Init, Size, TensorType, TupleType, Weight
 from .runner import _Runner
 from .values import _DTYPES, _V, _Ctx, _full
 
-DEFAULT_MAX_WEIGHT_ELEMENTS = 2 ** 31
 # flax's lecun_normal: a normal truncated to [-2, 2] has this standard deviation
 _TRUNC_STD = 0.87962566103423978
 
@@ -47,7 +48,7 @@ class _WeightSpec:
     dotted: str  # the IR's dotted name, e.g. "repeat.x.W"
     path: tuple[str, ...]  # attribute path in the module tree (names mangled where needed)
     weight: Weight
-    copies: tuple[tuple[str, Size], ...]  # enclosing repeats, outermost first: (dotted box name, count)
+    copies: tuple[tuple[str, Size], ...]  # enclosing repeats and dispatches, outermost first: (axis name, count)
     box: Box
 
 
@@ -57,7 +58,11 @@ def _walk_weights(d: Diagram, prefix: str = "", copies: tuple = ()) -> Iterable[
         for w in b.weights:
             yield f"{prefix}{b.name}" + (f".{w.name}" if w.name else ""), w, copies, b
         if b.body is not None:
-            inner = copies + ((f"{prefix}{b.name}", b.attr("count")),) if b.op == "repeat" else copies
+            inner = copies
+            if b.op == "repeat":  # its copies stack on an axis named after it
+                inner = copies + ((f"{prefix}{b.name}#copy", b.attr("count")),)
+            elif b.op == "dispatch":  # the experts stack on the axis they are chosen along
+                inner = copies + ((b.attr("along"), b.attr("count")),)
             yield from _walk_weights(b.body, f"{prefix}{b.name}.", inner)
 
 
@@ -93,8 +98,11 @@ def _bind_sizes(d: Diagram, given: dict[str, Any]) -> _Sizes:
     for name, value in given.items():
         if name not in free and name not in known:
             hint = difflib.get_close_matches(name, sorted(set(known) | free), n=1)
+            owner = _axis_parameter_owner(d, name)
             raise UnknownName(f"{d.name} has no axis {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""),
-                              d.span, hint=("its free axes: " + ", ".join(sorted(free))) if free
+                              d.span, hint=(f"{name} is an axis parameter of {owner}, set where it is called: "
+                                            f"{owner}[{name} = {value}](...)") if owner else
+                              ("its free axes: " + ", ".join(sorted(free))) if free
                               else f"{d.name} has no free axes: every size is fixed by the program")
         if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
             raise InvalidArgument(f"the size of {name} must be an integer, got {value!r}", d.span)
@@ -106,9 +114,14 @@ def _bind_sizes(d: Diagram, given: dict[str, Any]) -> _Sizes:
         else:
             fixed = {s.value for s in known[name] if s.is_const}
             if fixed and value not in fixed:
+                owner = _axis_parameter_owner(d, name)
                 raise SizeConflict(f"axis {name} is fixed at {min(fixed)} by the program; it cannot be compiled "
                                    f"with {name}={value}", d.span,
-                                   hint=("free axes: " + ", ".join(sorted(free))) if free else None)
+                                   hint=(f"{name} is an axis parameter of {owner}, set where it is called: "
+                                         f"{owner}[{name} = {value}](...)" if owner else
+                                         f"compile binds free sizes only; to change a declared size, check the "
+                                         f"program again with it: program.with_sizes({name}={value})[{d.name!r}]")
+                                   + (" (free axes: " + ", ".join(sorted(free)) + ")" if free else ""))
     missing = sorted(free - set(bindings))
     if missing:
         raise InvalidArgument(
@@ -127,19 +140,17 @@ def _bind_sizes(d: Diagram, given: dict[str, Any]) -> _Sizes:
                 s = b.attr(key)
                 if isinstance(s, Size) and sizes(s) < 1:
                     raise SizeConflict(f"{b.op} {b.name} runs {sizes(s)} times; it needs at least 1", b.span)
-            _check_reshape(x, b, sizes)
+    # what the checker could only compare symbolically (requirements, merge and split) must hold as numbers
+    bounds.raise_first(d, bindings)
     return sizes
 
 
-def _check_reshape(d: Diagram, b: Box, sizes: _Sizes):
-    """Sizes the checker could only compare symbolically must also agree as numbers."""
-    if b.op not in ("merge", "split", "concat"):
-        return
-    n_in = sum(math.prod(sizes.shape(d.wire(w).type)) for w in b.inputs)
-    out_t = d.wire(b.outputs[0]).type
-    n_out = math.prod(sizes.shape(out_t))
-    if b.op != "concat" and n_in != n_out:
-        raise SizeConflict(f"{b.op} {b.name} turns {n_in} elements into {n_out} with these sizes", b.span)
+def _axis_parameter_owner(d: Diagram, name: str) -> str | None:
+    """The circuit called in `d` that has an axis parameter `name`, if any (for a hint)."""
+    for x in _diagrams(d):
+        if x is not d and any(k == name for k, _ in x.axis_args):
+            return x.name
+    return None
 
 
 def _mangle(name: str) -> str:
@@ -172,37 +183,160 @@ def _fan(w: Weight, names: Sequence[str], sizes: _Sizes) -> int:
     return math.prod(by_name[n] for n in names if n in by_name)
 
 
-def _init_weight(key, w: Weight, copies: tuple[int, ...], sizes: _Sizes) -> jax.Array:
+def _recipe(w: Weight, copies: tuple[int, ...], sizes: _Sizes) -> tuple:
+    """How one weight is drawn, as a hashable `(kind, shape, a, b)`: kind is zeros, ones, normal (std a),
+    truncated (a normal cut at 2 std, scaled by a), uniform (a to b), or expr (an initialiser expression)."""
     shape = copies + sizes.shape(w.type)
     init: Init = w.init
     kind = init.kind
-    if kind in ("zeros", "ones"):
-        return (jnp.zeros if kind == "zeros" else jnp.ones)(shape, jnp.float32)
+    if kind in ("zeros", "ones", "expr"):
+        return kind, shape, 0.0, 0.0
     if kind == "normal":
-        return _sample(key, "normal", shape, float(init.args[0]), 0.0)
+        return "normal", shape, float(init.args[0]), 0.0
     if kind == "uniform":
-        return _sample(key, "uniform", shape, float(init.args[0]), float(init.args[1]))
+        return "uniform", shape, float(init.args[0]), float(init.args[1])
     if kind == "lecun":
         fan_in = max(_fan(w, init.fan_in, sizes), 1)
-        return _sample(key, "truncated", shape, math.sqrt(1.0 / fan_in) / _TRUNC_STD, 0.0)
+        return "truncated", shape, math.sqrt(1.0 / fan_in) / _TRUNC_STD, 0.0
     if kind == "glorot":
         fan_in = max(_fan(w, init.fan_in, sizes), 1)
         fan_out = max(_fan(w, init.fan_out, sizes), 1) if init.fan_out else fan_in
         limit = math.sqrt(6.0 / (fan_in + fan_out))
-        return _sample(key, "uniform", shape, -limit, limit)
+        return "uniform", shape, -limit, limit
     if kind == "embed":
-        return _sample(key, "normal", shape, 1.0 / math.sqrt(max(_fan(w, init.fan_out, sizes), 1)), 0.0)
+        return "normal", shape, 1.0 / math.sqrt(max(_fan(w, init.fan_out, sizes), 1)), 0.0
     raise InvalidArgument(f"the flax backend does not know the initialiser {kind!r}")
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _sample(key, kind: str, shape: tuple[int, ...], a: float, b: float):
-    # one small compiled program per (initialiser, shape, scale), cached by jax across modules
+def _draw(key, recipe: tuple) -> jax.Array:
+    """One weight's values from its key and recipe (traced once per recipe inside `_init_all`)."""
+    kind, shape, a, b = recipe
+    if kind in ("zeros", "ones"):
+        return (jnp.zeros if kind == "zeros" else jnp.ones)(shape, jnp.float32)
     if kind == "normal":
         return a * jax.random.normal(key, shape, jnp.float32)
     if kind == "truncated":
         return a * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
     return jax.random.uniform(key, shape, jnp.float32, minval=a, maxval=b)
+
+
+def _init_all(key, count, recipes: tuple):
+    """Every weight of a module in one compiled program.
+
+    Weight j gets `fold_in(key, count + j)`, the key the j-th call of the
+    `params` stream would give, so the values are those of drawing the
+    weights one by one (`_init_weight`), up to the last bit of a float32
+    where XLA fuses differently; the stream's next count comes back with
+    them. Compiling one program per model, instead of one per initialiser,
+    shape and scale, is what makes `compile` fast (benchmarks/compile_time.py).
+
+    Random bits cost XLA the most to compile (threefry, once per drawn
+    array), so weights of one distribution are drawn together: `vmap` over
+    their keys, each row as long as the largest (a draw of n values is the
+    first n of a longer one, laid out row-major), then cut, reshaped and
+    scaled. `_draw_groups` puts weights of very different sizes in separate
+    draws, so padding never more than doubles the work of a large draw.
+    Initialiser expressions are left as None (run outside).
+    """
+    out: list = [None] * len(recipes)
+    for j, (kind, shape, _, _) in enumerate(recipes):
+        if kind in ("zeros", "ones"):
+            out[j] = _draw(None, recipes[j])
+    for (kind, a, b), members in _draw_groups(recipes):
+        length = max(math.prod(recipes[j][1]) for j in members)
+        counts = count + jnp.asarray(members, jnp.uint32)
+        rows = jax.vmap(lambda c: _draw(jax.random.fold_in(key, c), (kind, (length,), a, b)))(counts)
+        for r, j in enumerate(members):
+            _, shape, scale, _ = recipes[j]
+            value = rows[r, :math.prod(shape)].reshape(shape)
+            out[j] = value if kind == "uniform" else scale * value
+    return out, count + len(recipes)
+
+
+_SMALL_DRAW = 1 << 20  # elements a group of draws may pad to without regard to waste
+
+
+def _draw_groups(recipes: tuple) -> list[tuple[tuple, list[int]]]:
+    """Weights drawn together: ((kind, a, b) of one standard draw, their indices), smallest first.
+
+    Normal and truncated weights share a draw of scale 1 (scaled afterwards,
+    as `a * normal(...)` is); uniform ones share a draw only with the same
+    bounds. Within a kind, a weight joins the draw of the smaller ones
+    unless padding them all to its size would more than double the elements
+    drawn (small draws always share).
+    """
+    kinds: dict[tuple, list[tuple[int, int]]] = {}
+    for j, (kind, shape, a, b) in enumerate(recipes):
+        if kind in ("normal", "truncated"):
+            kinds.setdefault((kind, 1.0, 0.0), []).append((math.prod(shape), j))
+        elif kind == "uniform":
+            kinds.setdefault((kind, a, b), []).append((math.prod(shape), j))
+    groups = []
+    for family, members in kinds.items():
+        bucket: list[tuple[int, int]] = []
+        for n, j in sorted(members):
+            padded = n * (len(bucket) + 1)
+            if bucket and padded > _SMALL_DRAW and padded > 2 * (n + sum(m for m, _ in bucket)):
+                groups.append((family, sorted(i for _, i in bucket)))
+                bucket = []
+            bucket.append((n, j))
+        groups.append((family, sorted(i for _, i in bucket)))
+    return groups
+
+
+_LARGE_INIT = 1 << 24  # elements above which the initialiser is compiled with XLA's optimisations
+# unoptimised code compiles several times faster and draws a few times slower: right for most models
+_init_quick = jax.jit(_init_all, static_argnums=(2,), compiler_options={"xla_backend_optimization_level": 0})
+_init_optimised = jax.jit(_init_all, static_argnums=(2,))
+
+
+def _init_weight(key, w: Weight, copies: tuple[int, ...], sizes: _Sizes) -> jax.Array:
+    """One weight on its own (the path for a `params` stream of split keys): eager, one small compiled
+    program per (initialiser, shape, scale)."""
+    recipe = _recipe(w, copies, sizes)
+    kind, shape = recipe[:2]
+    if kind == "expr":
+        return _init_expression(w, shape, sizes)
+    if kind in ("zeros", "ones"):
+        return _draw(None, recipe)
+    return _sample(key, *recipe)
+
+
+def _init_expression(w: Weight, shape: tuple[int, ...], sizes: _Sizes) -> jax.Array:
+    """An initialiser expression (v1): its diagram run once, made float32 and broadcast to the weight's
+    axes (and to every copy of an enclosing repeat)."""
+    expr = w.init.expr
+    ctx = _Ctx(batch=(), sizes={}, training=False, key=None)
+    (v,), _ = _Runner(_Plan(expr, sizes, []), {}).run(expr, "", [], ctx, None)
+    names = w.type.names
+    value = _full(v, names, dict(zip(names, sizes.shape(w.type)))).astype(jnp.float32)
+    return jnp.broadcast_to(value, shape)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _sample(key, kind: str, shape: tuple[int, ...], a: float, b: float):
+    return _draw(key, (kind, shape, a, b))
+
+
+INIT_IN_ONE_PROGRAM = True  # False: draw each weight eagerly, as before (benchmarks/compile_time.py compares)
+
+
+def _initial_values(plan: _Plan, rngs: nnx.Rngs) -> list[jax.Array]:
+    """The starting value of every weight in `plan.weights`, drawn from the `params` stream (or `default`)."""
+    if not plan.weights:
+        return []
+    recipes = tuple(_recipe(spec.weight, tuple(plan.sizes(c) for _, c in spec.copies), plan.sizes)
+                    for spec in plan.weights)
+    stream = rngs.params
+    key, count = stream.key[...], stream.count[...]
+    if INIT_IN_ONE_PROGRAM and key.shape == () and count.shape == ():
+        total = sum(math.prod(r[1]) for r in recipes)
+        values, stream.count[...] = (_init_quick if total <= _LARGE_INIT else _init_optimised)(key, count, recipes)
+    else:
+        values = [_init_weight(stream(), spec.weight, recipe[1][:len(spec.copies)], plan.sizes)
+                  for spec, recipe in zip(plan.weights, recipes)]
+    return [_init_expression(spec.weight, recipe[1], plan.sizes) if value is None else value
+            for spec, recipe, value in zip(plan.weights, recipes, values)]
 
 
 # ---------------------------------------------------------------- the module
@@ -232,11 +366,8 @@ class CompiledCircuit(nnx.Module):
         self._plan = plan
         if plan.has_dropout:
             self._dropout_rngs = rngs["dropout"].fork()
-        for spec in plan.weights:
-            # eager, one weight at a time: jax caches each initialiser per shape across modules
-            counts = tuple(plan.sizes(c) for _, c in spec.copies)
-            value = _init_weight(rngs.params(), spec.weight, counts, plan.sizes)
-            axes = tuple(f"{name}#copy" for name, _ in spec.copies) + spec.weight.type.names
+        for spec, value in zip(plan.weights, _initial_values(plan, rngs)):
+            axes = tuple(name for name, _ in spec.copies) + spec.weight.type.names
             node = self
             for part in spec.path[:-1]:
                 child = getattr(node, part, None)
@@ -244,7 +375,8 @@ class CompiledCircuit(nnx.Module):
                     child = _Node()
                     setattr(node, part, child)
                 node = child
-            setattr(node, spec.path[-1], nnx.Param(value, axes=axes))
+            kind = nnx.BatchStat if spec.weight.state else nnx.Param  # running statistics are state, not trained
+            setattr(node, spec.path[-1], kind(value, axes=axes))
 
     # -- introspection
     @property
@@ -257,8 +389,11 @@ class CompiledCircuit(nnx.Module):
         """The sizes bound at compile time."""
         return dict(self._plan.sizes.bindings)
 
-    def weight(self, dotted: str) -> nnx.Param:
-        """The `nnx.Param` at the IR's dotted name, e.g. `model.weight("attention.q.W")`."""
+    def weight(self, dotted: str) -> nnx.Param | nnx.BatchStat:
+        """The `nnx.Param` at the IR's dotted name, e.g. `model.weight("attention.q.W")`.
+
+        State is read the same way: `model.weight("bn1.running_mean")` is an `nnx.BatchStat`.
+        """
         for spec in self._plan.weights:
             if spec.dotted == dotted:
                 return self._param(spec)
@@ -288,7 +423,12 @@ class CompiledCircuit(nnx.Module):
         training = not self.deterministic
         key = self._dropout_rngs() if plan.has_dropout and training else None
         ctx = _Ctx(batch=batch, sizes=batch_sizes, training=training, key=key)
-        outs, caps = _Runner(plan, weights).run(d, "", values, ctx, request)
+        runner = _Runner(plan, weights)
+        outs, caps = runner.run(d, "", values, ctx, request)
+        if runner.updates:  # batchnorm in training: its new running statistics
+            by_name = {spec.dotted: spec for spec in plan.weights}
+            for dotted, value in runner.updates.items():
+                self._param(by_name[dotted])[...] = value
         it = iter(outs)
         result = _rebuild(d.output.type, it, batch, batch_sizes, plan.sizes)
         if capture is None:
@@ -357,9 +497,8 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
     for dotted, w, copies, box in _walk_weights(diagram):
         per_copy = math.prod(sizes.shape(w.type))
         n_copies = math.prod(sizes(c) for _, c in copies)
-        total = per_copy * n_copies
-        if total > max_weight_elements:
-            what = f"{per_copy:,} elements" + (f" per copy x {n_copies:,} copies = {total:,}" if n_copies > 1 else "")
+        what = bounds.over_budget(per_copy, n_copies, max_weight_elements)  # the checker's rule, here with free sizes
+        if what is not None:
             raise SizeTooLarge(f"weight {dotted} {w.type} has {what}, over the budget of {max_weight_elements:,}; "
                                "nothing was allocated", box.span,
                                hint="bind smaller sizes, or raise max_weight_elements")

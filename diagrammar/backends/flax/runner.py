@@ -18,6 +18,7 @@ class _Runner:
         self.plan = plan
         self.sizes = plan.sizes
         self.weights = weights
+        self.updates: dict[str, Any] = {}  # state written by the forward pass (batchnorm), by dotted name
 
     def run(self, d: Diagram, prefix: str, inputs: list[_V], ctx: _Ctx, req: _Request | None):
         env: dict[str, _V] = {}

@@ -230,8 +230,35 @@ def _sup(box) -> str:
 
 def _conv_label(box) -> tuple[str, str, bool]:
     k = tuple(box.attr("kernel", ()))
-    core = f"∗{k[0]}{_sup_digits(len(k))}" if k and len(set(k)) == 1 else "∗" + "×".join(map(str, k))
-    return core + ("+" if box.attr("bias", True) else ""), _sup(box), True
+    star = "∗ᵀ" if box.op == "conv_transpose" else "∗"
+    core = f"{star}{k[0]}{_sup_digits(len(k))}" if k and len(set(k)) == 1 else star + "×".join(map(str, k))
+    core += "+" if box.attr("bias", True) else ""
+    # v1's arguments, written only when given: a v0 conv keeps its label
+    extra = []
+    if box.attr("causal"):
+        extra.append("causal")
+    if box.attr("dilation"):
+        extra.append("d" + "×".join(map(str, dict.fromkeys(box.attr("dilation")))))
+    if box.attr("groups"):
+        extra.append(f"g{box.attr('groups')}")
+    return " ".join([core] + extra), _sup(box), True
+
+
+def _pad_label(box) -> tuple[str, str, bool]:
+    pairs = tuple(box.attr("padding", ()))
+    if len(set(pairs)) == 1 and pairs[0][0] == pairs[0][1]:
+        return f"pad {pairs[0][0]}", "", False
+    return "pad", "", False
+
+
+def _slice_text(box) -> str:
+    """`[rk:rk+ds]`: the positions a slice reads, its length named by the new axis."""
+    start = box.attr("start", ("num", 0))
+    first = _const_text(start)
+    if start == ("num", 0):
+        return f"[:{box.attr('dst')}]"
+    plain = _atomic(start) or start[0] == "neg" and _atomic(start[1])
+    return f"[{first}:{first if plain else f'({first})'}+{box.attr('dst')}]"
 
 
 def _pool_label(box) -> tuple[str, str, bool]:
@@ -245,29 +272,39 @@ GLYPHS: dict[str, Glyph] = {
     # where operands meet: the operator's symbol
     **{op: Glyph("junction", sym) for op, sym in (
         ("add", "+"), ("sub", "−"), ("mul", "×"), ("div", "÷"), ("lt", "<"), ("le", "≤"), ("gt", ">"),
-        ("ge", "≥"), ("eq", "="), ("where", "?"), ("maximum", "max"), ("minimum", "min"))},
+        ("ge", "≥"), ("eq", "="), ("where", "?"), ("maximum", "max"), ("minimum", "min"), ("floordiv", "//"),
+        ("mod", "%"))},
     # a tag on the wire
     **{op: Glyph("mark", text) for op, text in (
-        ("relu", "R"), ("gelu", "G"), ("silu", "S"), ("sigmoid", "σ"), ("tanh", "tanh"), ("softplus", "sp"),
+        ("relu", "R"), ("silu", "S"), ("sigmoid", "σ"), ("tanh", "tanh"), ("softplus", "sp"),
         ("exp", "exp"), ("log", "log"), ("sqrt", "√"), ("abs", "abs"), ("square", "x²"), ("neg", "−"),
-        ("dropout", "drop"), ("causal", "mask"))},
+        ("dropout", "drop"), ("causal", "mask"), ("erf", "erf"), ("sin", "sin"), ("cos", "cos"),
+        ("int", "int"), ("float", "float"), ("bool", "bool"))},
     # a box over the axes it folds away
     **{op: Glyph("reduce", text) for op, text in (
         ("sum", "Σ"), ("mean", "mean"), ("max", "max"), ("min", "min"), ("logsumexp", "lse"), ("argmax", "argmax"))},
+    # gelu's tanh form is G, as in v0; the exact (erf) form says so
+    "gelu": Glyph("mark", "G", label=lambda box: ("G" if box.attr("approximate", True) else "G erf", "", False)),
     "linear": Glyph("box", label=lambda box: ("L+" if box.attr("bias", True) else "L", _sup(box), True)),
     "conv": Glyph("box", label=_conv_label),
     "pool": Glyph("box", label=_pool_label),
+    "conv_transpose": Glyph("box", label=_conv_label),
+    "pad": Glyph("box", label=_pad_label),
+    "batchnorm": Glyph("norm", "BN"),
     "layernorm": Glyph("norm", "μσ"), "rmsnorm": Glyph("norm", "rms"),
     "softmax": Glyph("soft"), "log_softmax": Glyph("soft", "log"),
     "embed": Glyph("index", label=lambda box: ("E", _sup(box), True)),
     "take": Glyph("index", label=lambda box: (f"[{box.attr('index', 0)}]", "", False)),
+    "slice": Glyph("index", label=lambda box: (_slice_text(box), "", False)),
     "gather": Glyph("index", "gather"), "onehot": Glyph("index", "onehot"),
+    "scatter_add": Glyph("index", "scatter+"), "topk": Glyph("index", "top-k"),
     **{op: Glyph("bar") for op in ("rename", "merge", "split", "stack", "concat")},
     "dot": Glyph("contract"), "einsum": Glyph("contract"),
     "param": Glyph("source", label=lambda box: (box.name, "", True)),
     "const": Glyph("source", label=lambda box: (_const_text(box.attr("value", ("num", 0.0))), "", False)),
     "arange": Glyph("source", "arange"),
-    "call": Glyph("call"), "scan": Glyph("scan"), "repeat": Glyph("repeat"),
+    "full": Glyph("source", label=lambda box: ("full " + _const_text(box.attr("value", ("num", 0.0))), "", False)),
+    "call": Glyph("call"), "scan": Glyph("scan"), "repeat": Glyph("repeat"), "dispatch": Glyph("call"),
 }
 
 # Operations that never reach this backend (see tests/test_catalogue.py).
@@ -275,6 +312,12 @@ NOT_SUPPORTED: dict[str, str] = {}
 
 # a registered operation brings its (shape, text): a mark or a box
 ops.bind_table(GLYPHS, lambda op: Glyph(*op.glyph))
+
+
+def glyph_label(op: str, box) -> str:
+    """The text a mark writes for this box, where it depends on the box's attributes (else "")."""
+    g = GLYPHS.get(op)
+    return g.label(box)[0] if g is not None and g.kind == "mark" and g.label is not None and box is not None else ""
 
 
 def glyph_text(op: str, kind: str, default: str = "") -> str:

@@ -68,8 +68,8 @@ class _GlyphsMixin:
                 continue
             s = b.segs[0]
             in_ports.append({a: s.lane.y + o for a, o in zip(b.axes, s.offs)})
-        out_ports = [dict() for _ in self.out_node.inputs]
-        out_labels = [dict() for _ in self.out_node.inputs]
+        out_ports = [{} for _ in self.out_node.inputs]
+        out_labels = [{} for _ in self.out_node.inputs]
         for r in self.out_reads:
             b = r.seg.band
             out_ports[r.index] = {a: r.lane.y + o for a, o in zip(b.axes, r.ports)}
@@ -379,20 +379,21 @@ class _GlyphsMixin:
             return
         ly = n.lane.y
         g = n.g
-        back, wires, glyphs, dots, texts = self.L
+        _back, wires, glyphs, dots, texts = self.L
         x0, w = n.x0, n.width
         kind = n.kind
         if kind in ("box", "reduce", "norm", "index", "soft", "bar", "call", "scan"):
             top, bot = ly + g["top"], ly + g["bot"]
             h = bot - top
-            strided = n.op == "conv" and any(v > 1 for v in (n.box.attr("stride", (1,)) or (1,)))
-            if strided:  # a strided convolution shrinks its spatial wires: a trapezoid
+            strided = n.op in ("conv", "conv_transpose") and any(v > 1 for v in (n.box.attr("stride", (1,)) or (1,)))
+            if strided:  # a strided convolution shrinks its spatial wires: a trapezoid (a transposed one widens)
                 inset = min(5.0, h / 4)
-                glyphs.append(_poly([(x0, top), (x0 + w, top + inset), (x0 + w, bot - inset), (x0, bot)],
+                left, right = (inset, 0.0) if n.op == "conv_transpose" else (0.0, inset)
+                glyphs.append(_poly([(x0, top + left), (x0 + w, top + right), (x0 + w, bot - right), (x0, bot - left)],
                                     FILL["learned"], INK, 1.1, "box"))
                 self._text_in(x0 + w / 2, (top + bot) / 2, n)
             elif kind == "box" or kind == "reduce":
-                fill = FILL["learned"] if n.op in ("linear", "conv") else FILL["reduce"]
+                fill = FILL["learned"] if n.op in ("linear", "conv", "conv_transpose") else FILL["reduce"]
                 glyphs.append(_rect(x0, top, w, h, 3.0, fill, INK, 1.1, "box"))
                 self._text_in(x0 + w / 2, (top + bot) / 2, n)
             elif kind == "norm":  # Abbott's normalisation: a circle over the axes it normalises
@@ -682,7 +683,7 @@ class _GlyphsMixin:
         ly = n.lane.y
         top, bot = ly + g["top"], ly + g["bot"]
         x0, w = n.x0, n.width
-        back, wires, glyphs, dots, texts = self.L
+        back, _wires, glyphs, _dots, texts = self.L
         frame = n.frame
         fx, fy = n.in_x, ly + g["dy"]
         if n.kind == "repeat":

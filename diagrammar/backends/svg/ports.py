@@ -16,6 +16,7 @@ from .geometry import (
     TOP_PAD,
     _bend_width,
     _box_text,
+    glyph_label,
     glyph_text,
     selector_width,
     text_width,
@@ -74,7 +75,10 @@ class _PortsMixin:
         if n.op in ("stack", "concat"):
             return set(axes)
         roles = dict(n.box.roles)
-        return {a for a in axes if roles.get(a) in ("consumed", "replaced") or a not in out0}
+        covered = {a for a in axes if roles.get(a) in ("consumed", "replaced") or a not in out0}
+        if not covered and n.kind == "norm":  # batchnorm over the batch alone: its circle sits on the features
+            return set(axes)
+        return covered
 
     def _produced(self, n: _Node, k: int, main_axes: list[str], passing: list[str]) -> list[str]:
         t = n.types[k]
@@ -111,6 +115,8 @@ class _PortsMixin:
                 lines.append(f"[{args}]")
             if kind == "scan":
                 lines.append(f"scan over {n.box.attr('along', '')}")
+            if n.op == "dispatch":
+                lines.append(f"among {n.box.attr('along', '')}")
             n.g["lines"] = lines
             n.g["port_names"] = self._port_names(n, reads)
         if kind == "scan":
@@ -307,7 +313,7 @@ class _PortsMixin:
         offs = {a: o for a, o in tracks}
         ports = [offs.get(a, 0.0) for a in out_axes]
         n.outs[0] = _Out(out_axes, ports, list(ports), set(out_axes))
-        text = n.const_text or glyph_text(n.op, "mark", n.op)
+        text = n.const_text or glyph_label(n.op, n.box) or glyph_text(n.op, "mark", n.op)
         if n.op == "dropout" and n.box is not None:
             text = f"drop {n.box.attr('rate', 0):g}"
         n.g["text"] = text
@@ -473,6 +479,8 @@ class _PortsMixin:
         if is_scan:
             n.g["states"] = self._scan_states(n)
         in_order = ([n.prim] if n.prim is not None else []) + n.sec_order
+        n_body = sum(len(p.wires) for p in box.body.inputs)
+        in_order = [i for i in in_order if i < n_body]  # a dispatch's index ends at the panel's edge
         depth = self.depth if is_repeat else self.depth - 1
         from .lanes import _Builder  # the body is one more level of the same sweep
 
@@ -487,6 +495,8 @@ class _PortsMixin:
             n.g["title"] = f"×{box.attr('count', 1)}"
         elif is_scan:
             n.g["title"] = f"scan {box.attr('circuit', '')} over {box.attr('along', '')}"
+        elif box.op == "dispatch":
+            n.g["title"] = f"{box.attr('circuit', '')} chosen among {box.attr('along', '')}"
         else:
             args = ", ".join(f"{k}={v}" for k, v in box.body.axis_args)
             n.g["title"] = box.attr("circuit", box.name) + (f"[{args}]" if args else "")

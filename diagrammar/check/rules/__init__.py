@@ -30,6 +30,20 @@ NOT_SUPPORTED = {
 typing_rule = ops.registrar(TYPING)  # @typing_rule("name", ...) files the function in TYPING
 
 
-from . import along, calls, elementwise, index, linear, shape, spatial, user  # noqa: F401  (they fill TYPING)
+from . import (  # noqa: F401  (they fill TYPING)
+    along,
+    batchnorm,
+    calls,
+    constants,
+    elementwise,
+    index,
+    integers,
+    linear,
+    shape,
+    slicing,
+    sparse,
+    spatial,
+    user,
+)
 
 ops.bind_table(TYPING, user.rule_for)

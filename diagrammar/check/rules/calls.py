@@ -14,6 +14,7 @@ from ...errors import (
     SizeConflict,
     SizeTooLarge,
     Span,
+    UnknownName,
     WrongArity,
 )
 from ...ir import Axis, Diagram, Size, TensorType, TupleType, flat_types
@@ -60,12 +61,13 @@ def call_circuit(ck, op, node, args):
 
 @typing_rule("scan")
 def scan(ck, op, node, args):
-    if not node.args or not isinstance(node.args[0], S.Name) or node.args[0].id not in ck.checker.circuits:
+    first = node.args[0] if node.args else None
+    step_name = first.id if isinstance(first, S.Name) else first.name if isinstance(first, S.CircuitRef) else None
+    if step_name not in ck.checker.circuits:
         ck.err(InvalidArgument, "scan's first argument is the step circuit: scan(Step, xs, along = t, init = s)",
-               node.args[0].span if node.args else node.span,
-               hint=_did_you_mean(node.args[0].id, ck.checker.circuits)
-               if node.args and isinstance(node.args[0], S.Name) else None)
-    step_name = node.args[0].id
+               first.span if first is not None else node.span,
+               hint=_did_you_mean(step_name, ck.checker.circuits) if step_name is not None else None)
+    step_sizes = call_sizes(ck, first, ck.checker.circuits[step_name].node) if isinstance(first, S.CircuitRef) else {}
     xs, kws = [], {}
     for a in node.args[1:]:
         if isinstance(a, S.Keyword):
@@ -85,9 +87,7 @@ def scan(ck, op, node, args):
     if "init" not in kws:
         ck.err(WrongArity, "scan needs init = state", node.span)
     (t_name, t_span), = ck.axis_names(kws["along"].value, "along")
-    init = ck.expr(kws["init"].value)
-    if isinstance(init, C):
-        init = ck.materialise(init, kws["init"].span)
+    init = _state_constants(ck, ck.expr(kws["init"].value), step_name, len(xs), kws)
     consts, const_spans = [], []
     if "const" in kws:
         cnode = kws["const"].value
@@ -108,9 +108,14 @@ def scan(ck, op, node, args):
         x_vals.append(T(t.wire, TensorType(tuple(a for a in t.type.axes if a.name != t_name), t.type.dtype)))
     if t_size is None:
         t_size = ck.axis_size(t_name, t_span)
-    step = ck.checker.instantiate(step_name, {}, node.span)
+    step = ck.checker.instantiate(step_name, step_sizes, node.span)
     if step is None:
         raise _Skip()
+    held = next(step.state(), None)  # batchnorm's running statistics: one update per call, not per step
+    if held is not None:
+        ck.err(InvalidArgument, f"the step {step_name} uses batchnorm ({held[0]}), whose running statistics a "
+               "scan cannot update at every step", node.args[0].span,
+               hint="use layernorm or rmsnorm inside the step, or batchnorm on the scan's outputs")
     n_in = len(step.inputs)
     init_items = init.items if isinstance(init, Tup) else (init,)
     # the state is one input (maybe of tuple type), or a tuple state spread over several inputs
@@ -161,24 +166,76 @@ def scan(ck, op, node, args):
     return Tup((state_v, ys_v))
 
 
-def call_sizes(ck, node: S.Call, callee: S.CircuitDef) -> dict[str, Size]:
+def _state_constants(ck, init, step: str, n_xs: int, kws):
+    """Constants in scan's initial state: int where the step's state input is int (v1), else float (v0).
+
+    The dtypes are read from the step's signature as written, so nothing is
+    instantiated before its turn; a float constant inside a tuple state is left
+    for match_args to make, as in v0.
+    """
+    span = kws["init"].span
+    params = ck.checker.circuits[step].node.params
+
+    def want(tnode):
+        return TensorType((), tnode.dtype) if isinstance(tnode, S.TensorTypeNode) else None
+
+    if isinstance(init, C):
+        return ck.constant_for(init, want(params[0].type) if params else None, span)
+    if not isinstance(init, Tup) or not any(isinstance(x, C) for x in init.items):
+        return init
+    cnode = kws["const"].value if "const" in kws else None
+    n_const = 0 if cnode is None else len(cnode.items) if isinstance(cnode, S.TupleExpr) else 1
+    items = init.items
+    if len(params) == len(items) + n_xs + n_const and len(params) != 1 + n_xs + n_const:  # spread over inputs
+        wants = [want(p.type) for p in params[:len(items)]]
+    elif params and isinstance(params[0].type, S.TupleTypeNode) and len(params[0].type.items) == len(items):
+        wants = [want(t) for t in params[0].type.items]
+    else:
+        wants = [None] * len(items)
+    return Tup(tuple(ck.constant_for(x, w, span) if isinstance(x, C) and w is not None and w.dtype == "int" else x
+                     for x, w in zip(items, wants)))
+
+
+def call_sizes(ck, node: S.Call | S.CircuitRef, callee: S.CircuitDef) -> dict[str, Size | Axis]:
+    """The bracket arguments of a call or a circuit reference (`Name[hidden = 256]`, `Block[c = c64]`):
+    a size for each axis parameter given, and for each name parameter the axis it is bound to."""
     names = {a.name for a in callee.axis_params}
-    out = {}
+    name_params = {a.name for a in callee.axis_params if isinstance(a, S.NameParam)}
+    out: dict[str, Size | Axis] = {}
     for item in node.sizes:
         if item.name not in names:
             ck.err(InvalidArgument, f"{callee.name} has no axis parameter {item.name!r}", item.span,
                    hint=_did_you_mean(item.name, names) or
                    (f"its axis parameters: {', '.join(sorted(names))}" if names else
                     f"{callee.name} takes no axis parameters"))
+        if item.name in out:
+            what = "name parameter" if item.name in name_params else "axis parameter"
+            ck.err(DuplicateDefinition, f"{what} {item.name} given twice", item.span)
+        if item.name in name_params:
+            out[item.name] = _bound_axis(ck, item, callee)
+            continue
         if item.size is None:
             ck.err(InvalidArgument, f"give {item.name} a size: {item.name} = ...", item.span)
-        if item.name in out:
-            ck.err(DuplicateDefinition, f"axis parameter {item.name} given twice", item.span)
         s = ck.eval_size_here(item.size)
         if s.is_const and s.value < 1:
             ck.err(SizeTooLarge, f"{item.name} = {s.value}; sizes must be at least 1", item.span)
         out[item.name] = s
     return out
+
+
+def _bound_axis(ck, item: S.AxisItem, callee: S.CircuitDef) -> Axis:
+    """The axis a name parameter is bound to: one axis name in scope at the call (`c = c64`)."""
+    if not isinstance(item.size, S.SizeName):
+        got = "nothing" if item.size is None else S.size_text(item.size)
+        ck.err(InvalidArgument, f"{item.name} is a name parameter of {callee.name}: bind it to one axis, by its "
+               f"name (got {got})", item.size.span if item.size is not None else item.span,
+               hint=f"{callee.name}[{item.name} = seq](...); to give a size, declare an axis of that size "
+               f"(axis {item.name}2 = ...) and bind {item.name} to it")
+    name = ck.real(item.size.name)
+    if name not in ck.b.axes:
+        ck.err(UnknownName, f"unknown axis {item.size.name!r}, bound to {callee.name}'s name parameter {item.name}",
+               item.size.span, hint=_did_you_mean(name, list(ck.b.axes)) or f"declare it: axis {name} = ...")
+    return Axis(name, ck.b.axes[name])
 
 
 def match_args(ck, callee: Diagram, values: list, spans: list, what: str, span: Span):
@@ -192,14 +249,14 @@ def match_args(ck, callee: Diagram, values: list, spans: list, what: str, span: 
     for port, v, sp in zip(callee.inputs, values, spans):
         if isinstance(v, _Poison):
             raise _Skip()
-        if isinstance(v, C):
-            v = ck.materialise(v, sp)
+        if isinstance(v, C):  # int for an int input (v1), else float
+            v = ck.constant_for(v, port.type, sp)
         want_flat = flat_types(port.type)
         got_flat = _flat(v)
         if len(want_flat) != len(got_flat) or (isinstance(port.type, TupleType) != isinstance(v, Tup)):
             ck.err(ShapeMismatch, f"{what}'s input {port.name} is {port.type}, got {_type_of(v)}", sp)
         for want, got in zip(want_flat, got_flat):
-            got = ck.tensor(got, sp)
+            got = ck.constant_for(got, want, sp) if isinstance(got, C) else ck.tensor(got, sp)
             bad = [a for a in want.axes if got.type.axis(a.name) is None or got.type.axis(a.name).size != a.size]
             if bad or want.dtype != got.type.dtype:
                 ck.err(ShapeMismatch, f"{what}'s input {port.name} is {want}, got {got.type}", sp,

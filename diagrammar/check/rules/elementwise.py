@@ -20,7 +20,10 @@ def unary(ck, op, node, args):
     t = ck.tensor(v, args["x"].span)
     dtype = t.type.dtype if op in UNARY_KEEP and t.type.dtype != "bool" else "float"
     out = TensorType(t.type.axes, dtype)
-    return ck.add_box(op, [t.wire], [out], node.span, roles=_passing(out))[0]
+    attrs = {}
+    if args.get("approximate") is not None and not ck.flag(args["approximate"], "gelu's approximate"):
+        attrs["approximate"] = False  # the exact erf form (v1); the tanh form keeps v0's box unchanged
+    return ck.add_box(op, [t.wire], [out], node.span, roles=_passing(out), attrs=attrs)[0]
 
 
 @typing_rule("neg")
@@ -33,7 +36,7 @@ def neg(ck, op, node, args):
     return ck.add_box("neg", [t.wire], [t.type], node.span, roles=_passing(t.type))[0]
 
 
-@typing_rule(*ELEMENTWISE_BINARY)
+@typing_rule(*(o for o in ELEMENTWISE_BINARY if o not in ("floordiv", "mod")))  # those two: rules/integers.py
 def arithmetic(ck, op, node, args):
     """`a + b`, `a < b`, ...: node is the S.BinOp, args {"a": left, "b": right}."""
     a = ck.expr(args["a"])

@@ -54,7 +54,7 @@ def merge(ck, op, node, args):
         total = total * a.size
     ck.no_dupes(src, "merge")
     size = ck.axis_size(c, cs)
-    if size != total:
+    if size != total and (size - total).is_const:  # with a free size: decided when it is bound (bounds.py)
         ck.err(SizeConflict, f"merge makes {c} of size {size} from {total} elements", node.span,
                hint=f"declare axis {c} = " + " * ".join(s for s, _ in src))
     src_names = [s for s, _ in src]
@@ -91,7 +91,7 @@ def split(ck, op, node, args):
         total = total * ax.size
         if ax.name != c and x.type.axis(ax.name) is not None:
             ck.err(ShapeMismatch, f"split's input already has an axis {ax.name}", node.span)
-    if total != a.size:
+    if total != a.size and (total - a.size).is_const:  # with a free size: decided when it is bound
         ck.err(SizeConflict, f"split takes {c} of size {a.size} apart into {total} elements", node.span)
     axes = []
     for ax in x.type.axes:

@@ -26,6 +26,20 @@ NOT_SUPPORTED: dict[str, str] = {}
 lowering = ops.registrar(LOWERING)  # @lowering("name", ...) files the function in LOWERING
 
 
-from . import along, elementwise, index, linear, nested, shape, spatial, user  # noqa: F401  (they fill LOWERING)
+from . import (  # noqa: F401  (they fill LOWERING)
+    along,
+    batchnorm,
+    elementwise,
+    functions,
+    index,
+    integers,
+    linear,
+    nested,
+    shape,
+    slicing,
+    sparse,
+    spatial,
+    user,
+)
 
 ops.bind_table(LOWERING, user.lowering_for)

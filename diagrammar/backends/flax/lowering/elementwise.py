@@ -25,7 +25,8 @@ def _unary(fn):
     return unary
 
 
-for _name, _fn in (("relu", jax.nn.relu), ("gelu", jax.nn.gelu), ("silu", jax.nn.silu), ("tanh", jnp.tanh),
+# gelu (tanh form, or exact with approximate = false), erf, sin, cos and the casts: lowering/functions.py
+for _name, _fn in (("relu", jax.nn.relu), ("silu", jax.nn.silu), ("tanh", jnp.tanh),
                    ("sigmoid", jax.nn.sigmoid), ("softplus", jax.nn.softplus), ("exp", jnp.exp), ("log", jnp.log),
                    ("sqrt", jnp.sqrt), ("abs", jnp.abs), ("square", jnp.square), ("neg", jnp.negative)):
     lowering(_name)(_unary(_fn))

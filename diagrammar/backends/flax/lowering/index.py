@@ -7,16 +7,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ....ir import eval_const
+from ....ir import eval_const, eval_whole
 from ..values import _DTYPES, _V, _transpose
 from . import lowering
 
 
 @lowering("const")
 def const(r, d, b, index, prefix, ins, ctx):
-    x = eval_const(b.attr("value"), r.sizes.bindings)
     dtype = r.out_type(d, b).dtype
-    return [_V(jnp.asarray(int(x) if dtype == "int" else x, _DTYPES[dtype]), ())]
+    tree, bindings = b.attr("value"), r.sizes.bindings
+    x = eval_whole(tree, bindings) if dtype == "int" else eval_const(tree, bindings)  # ints exactly
+    return [_V(jnp.asarray(x, _DTYPES[dtype]), ())]
 
 
 @lowering("param")

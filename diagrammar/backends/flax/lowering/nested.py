@@ -75,9 +75,10 @@ def repeat(r, d, b, index, prefix, ins, ctx, req):
         new = tuple(_full(v, names, sizes).astype(_DTYPES[dt]) for v, (names, dt) in zip(outs, carry_spec))
         for k, (_, names) in caps.items():
             cap_names[k] = names
-        return new, {k: a for k, (a, _) in caps.items()}
+        return new, ({k: a for k, (a, _) in caps.items()}, runner.updates)
 
-    final, caps = lax.scan(body, init, (stacked, jnp.arange(count)))
+    final, (caps, updates) = lax.scan(body, init, (stacked, jnp.arange(count)))
+    r.updates.update(updates)  # state the copies wrote (batchnorm), stacked per copy like their weights
     outs = [_V(a, names) for a, (names, _) in zip(final, carry_spec)]
     axis = f"#{b.name}#copy"
     return outs, {k: (a, (axis,) + cap_names[k]) for k, a in caps.items()}
