@@ -2,7 +2,7 @@
 
 Builds the playground (docs/playground/build.py) into a temporary folder unless --site names a built one,
 opens it from disk in Debian's Chromium (through playwright), loads the zoo file whose circuit has the most
-boxes, selects that circuit (all levels drawn) and presses keys that change an axis size (a digit typed,
+boxes, selects that circuit (all levels drawn, then depth 0) and presses keys that change an axis size (a digit typed,
 then deleted), waiting for each update. The page times each one from the input event to the first frame
 painted after the new figure is in the page; the Python part (check, cost, render) is timed inside Pyodide.
 The same check and render in CPython are printed for comparison.
@@ -43,7 +43,7 @@ def largest_circuit() -> tuple[Path, str, int]:
     return best
 
 
-def cpython_times(path: Path, name: str, repeat: int = 5) -> tuple[float, float]:
+def cpython_times(path: Path, name: str, depth: int | None, repeat: int = 5) -> tuple[float, float]:
     import diagrammar
     from diagrammar.backends.svg import render_svg
 
@@ -52,10 +52,18 @@ def cpython_times(path: Path, name: str, repeat: int = 5) -> tuple[float, float]
         t = time.perf_counter()
         program = diagrammar.parse(path.read_text(), name="x.circuit", root=path.parent)
         t1 = time.perf_counter()
-        render_svg(program[name], depth=None, axis_formulas=program.axis_formulas)
+        render_svg(program[name], depth=depth, axis_formulas=program.axis_formulas)
         checks.append(t1 - t)
         renders.append(time.perf_counter() - t1)
     return statistics.median(checks), statistics.median(renders)
+
+
+def settle(page, action) -> None:
+    """Do ``action`` and wait until the update it starts is painted."""
+    runs = page.evaluate("window.playground.runs")
+    action()
+    page.wait_for_function(f"window.playground.runs > {runs} && "
+                           "window.playground.timings.length >= window.playground.runs", timeout=60000)
 
 
 def main(argv=None) -> int:
@@ -92,33 +100,36 @@ def main(argv=None) -> int:
             page.select_option("#zoo", path.name)
             page.wait_for_function(f"window.playground.last && window.playground.last.circuit !== null && "
                                    f"document.getElementById('editor').value.length === {len(text)}")
-            page.select_option("#circuit", name)
+            settle(page, lambda: page.select_option("#circuit", name))
             page.wait_for_function(f"window.playground.last.circuit === {name!r}")
-            page.wait_for_function("window.playground.timings.length >= window.playground.runs")
-            page.evaluate(f"(() => {{ const e = document.getElementById('editor'); e.focus(); "
-                          f"e.setSelectionRange({offset}, {offset}); }})()")
-            done = page.evaluate("window.playground.timings.length")
-            for k in range(args.keys):
-                page.keyboard.press("0" if k % 2 == 0 else "Backspace")
-                done += 1
-                page.wait_for_function(f"window.playground.timings.length >= {done}", timeout=60000)
-            timings = page.evaluate(f"window.playground.timings.slice(-{args.keys})")
-            errors = page.evaluate("window.playground.last.diagnostics.length")
-            svg_bytes = len(page.evaluate("window.playground.last.svg || ''"))
+            results = {}
+            for depth in ("all", "0"):
+                settle(page, lambda: page.select_option("#depth", depth))
+                page.evaluate(f"(() => {{ const e = document.getElementById('editor'); e.focus(); "
+                              f"e.setSelectionRange({offset}, {offset}); }})()")
+                done = page.evaluate("window.playground.timings.length")
+                for k in range(args.keys):
+                    page.keyboard.press("0" if k % 2 == 0 else "Backspace")
+                    done += 1
+                    page.wait_for_function(f"window.playground.timings.length >= {done}", timeout=60000)
+                results[depth] = (page.evaluate(f"window.playground.timings.slice(-{args.keys})"),
+                                  page.evaluate("window.playground.last.diagnostics.length"),
+                                  len(page.evaluate("window.playground.last.svg || ''")))
             browser.close()
-    total = [x["total"] for x in timings]
-    check = [x["check"] for x in timings]
-    render = [x["render"] for x in timings]
-    c_check, c_render = cpython_times(path, name)
-    q = statistics.quantiles(total, n=10)
-    print(f"playground latency: {path.name} {name} ({boxes} boxes, all levels drawn, {svg_bytes:,} bytes of SVG)")
+    print(f"playground latency: {path.name} {name} ({boxes} boxes), {args.keys} keystrokes per depth, "
+          f"each typing or deleting a digit of an axis size")
     print(f"  page load to first figure: {load:.2f} s (Pyodide start {startup:.2f} s)")
-    print(f"  keystroke -> figure painted, {len(total)} keys: median {statistics.median(total):.0f} ms, "
-          f"p90 {q[-1]:.0f} ms, max {max(total):.0f} ms")
-    print(f"    in Pyodide: check+cost {statistics.median(check):.0f} ms, render {statistics.median(render):.0f} ms "
-          f"(medians); the rest is the page (JSON, DOM, paint)")
-    print(f"    same work in CPython: check {c_check * 1000:.0f} ms, render {c_render * 1000:.0f} ms")
-    print(f"  errors on the last update: {errors}")
+    for depth, (timings, errors, svg_bytes) in results.items():
+        total = [x["total"] for x in timings]
+        check = [x["check"] for x in timings]
+        render = [x["render"] for x in timings]
+        c_check, c_render = cpython_times(path, name, None if depth == "all" else int(depth))
+        q = statistics.quantiles(total, n=10)
+        print(f"  depth {depth} ({svg_bytes:,} bytes of SVG): keystroke -> figure painted: median "
+              f"{statistics.median(total):.0f} ms, p90 {q[-1]:.0f} ms, max {max(total):.0f} ms")
+        print(f"    in Pyodide: check {statistics.median(check):.0f} ms, cost+render {statistics.median(render):.0f} ms "
+              f"(medians; the rest is the page: JSON, DOM, paint); CPython: check {c_check * 1000:.0f} ms, "
+              f"render {c_render * 1000:.0f} ms; errors on the last update: {errors}")
     return 0
 
 

@@ -208,3 +208,17 @@ def test_cli_train_applies_sizes():
     assert model.weight("x.W").shape == (1000, 32)
     plain = parser.parse_args([S12, "--circuit", "Small"])
     assert "size_overrides" not in train.run_settings(plain, {"seq": 4})  # runs from before --size still resume
+
+
+def test_the_budget_counts_the_experts_of_a_dispatch():
+    text = """axis d = 64, hidden = 64, experts = 100, top = 2
+circuit FFN(x: [d]) -> [d]:
+    return linear(x, d -> d)
+circuit Routed(x: [d]) -> [d]:
+    p, idx = topk(linear(x, d -> experts), over = experts -> top)
+    return sum(p * dispatch(FFN, x, index = idx, along = experts), over = top)
+"""
+    with pytest.raises(errors.SizeTooLarge) as e:
+        diagrammar.parse(text, max_weight_elements=64 * 64 * 50)
+    assert "100 copies" in e.value.message and e.value.span.line == 6
+    diagrammar.parse(text, max_weight_elements=64 * 64 * 100)

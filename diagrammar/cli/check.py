@@ -13,7 +13,7 @@ import sys
 from ..errors import CircuitError, UnusableFile
 from . import _args, _files
 
-__all__ = ["add_arguments", "run", "expand"]
+__all__ = ["add_arguments", "expand", "run"]
 
 DESCRIPTION = """Check .circuit files: names, sizes and the type of every wire. Every error of a
 file is printed, with its line, a caret and the fix; then the next file is checked.

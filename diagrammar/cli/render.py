@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import BadArgument, MissingDependency
 from . import _args, _files
 
-__all__ = ["add_arguments", "run", "own_circuits", "FORMATS"]
+__all__ = ["FORMATS", "add_arguments", "own_circuits", "run"]
 
 FORMATS = (".svg", ".png", ".tex", ".dot")
 

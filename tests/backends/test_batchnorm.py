@@ -193,8 +193,8 @@ def test_gradients_flow_through_the_batch_statistics_not_into_the_running_ones()
 
 
 def test_training_updates_running_statistics_and_checkpoints_keep_them(tmp_path):
-    from diagrammar.train import train
     from diagrammar.train import checkpoint as ckpt
+    from diagrammar.train import train
 
     text = """
 axis f = 3, o = 2
@@ -203,10 +203,11 @@ circuit F(x: [f]) -> [o]:
 """
 
     class Task:
-        xs = rnd(32, 3) * 3 + 2
-        train_data = {"x": xs, "y": xs[:, :2] * 0.5}
-        test_data = train_data
         batch_size = 8
+
+        def __init__(self):
+            xs = np.random.default_rng(1).standard_normal((32, 3)).astype(np.float32) * 3 + 2
+            self.train_data = self.test_data = {"x": xs, "y": xs[:, :2] * 0.5}
 
         def loss(self, model, batch, training):
             err = jnp.mean(jnp.square(model(batch["x"]) - batch["y"]))
@@ -222,3 +223,13 @@ circuit F(x: [f]) -> [o]:
     fresh = _model(text)
     train(fresh, Task(), steps=4, steps_per_call=2, out_dir=tmp_path, progress=False)  # resumes: nothing to do
     close(fresh.weight(name)[...], rm)
+
+
+def test_cost_is_the_eval_mode_affine_map():
+    from diagrammar.backends.cost import analyse
+
+    report = analyse(diagrammar.parse(CONV_BN)["F"], batch=4)
+    n, features = 4 * 3 * 4 * 5, 3
+    assert report.flops["elementwise"].number == 2 * n + 3 * features
+    assert report.flops["transcendental"].number == features
+    assert report.parameters.number == 2 * features  # running statistics are not parameters

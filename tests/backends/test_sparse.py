@@ -2,6 +2,8 @@
 on the same weights, gradients, and cost. The contract is LANGUAGE-v1.md sections 10 and 11."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -155,7 +157,7 @@ def test_message_sum_contract_example_against_numpy():
 
 # ---------------------------------------------------------------- dispatch
 
-MOE = open("tests/language_v1/s10_topk_dispatch.circuit", encoding="utf-8").read()
+MOE = (Path(__file__).resolve().parents[1] / "language_v1" / "s10_topk_dispatch.circuit").read_text(encoding="utf-8")
 
 
 def gelu(x):
@@ -363,52 +365,37 @@ def test_scatter_add_cost_is_one_flop_per_element_of_x():
 
 # ---------------------------------------------------------------- errors
 
-ERRORS = [
-    ("topk_k_larger", errors.SizeConflict, "circuit F(x: [k]) -> [s]:\n    v, i = topk(x, over = k -> s)\n    return v"),
-    ("topk_k_on_x", errors.ShapeMismatch, "circuit F(x: [s, k]) -> [k]:\n    v, i = topk(x, over = s -> k)\n"
-     "    return v"),
-    ("topk_no_axis", errors.ShapeMismatch, "circuit F(x: [n]) -> [k]:\n    v, i = topk(x, over = s -> k)\n"
-     "    return v"),
-    ("scatter_float_index", errors.ShapeMismatch, "circuit F(x: [e], i: [e]) -> [n]:\n"
-     "    return scatter_add(x, i, along = e -> n)"),
-    ("scatter_source_not_on_x", errors.ShapeMismatch, "circuit F(x: [f], i: int[e]) -> [n, f]:\n"
-     "    return scatter_add(x, i, along = e -> n)"),
-    ("scatter_source_not_on_i", errors.ShapeMismatch, "circuit F(x: [e, f], i: int[f]) -> [n]:\n"
-     "    return scatter_add(x, i, along = e -> n)"),
-    ("scatter_index_axis_not_on_x", errors.ShapeMismatch, "circuit F(x: [e], i: int[e, g]) -> [n]:\n"
-     "    return scatter_add(x, i, along = e -> n)"),
-    ("scatter_n_on_x", errors.ShapeMismatch, "circuit F(x: [e, n], i: int[e]) -> [n]:\n"
-     "    return scatter_add(x, i, along = e -> n)"),
+ERRORS = [  # (id, error, the body of a circuit F after `circuit F`)
+    ("topk_k_larger", errors.SizeConflict, "(x: [k]) -> [s]:\n    v, i = topk(x, over = k -> s)\n    return v"),
+    ("topk_k_on_x", errors.ShapeMismatch, "(x: [s, k]) -> [k]:\n    v, i = topk(x, over = s -> k)\n    return v"),
+    ("topk_no_axis", errors.ShapeMismatch, "(x: [n]) -> [k]:\n    v, i = topk(x, over = s -> k)\n    return v"),
+    ("scatter_float_index", errors.ShapeMismatch, "(x: [e], i: [e]) -> [n]:\n    return SCATTER"),
+    ("scatter_source_not_on_x", errors.ShapeMismatch, "(x: [f], i: int[e]) -> [n, f]:\n    return SCATTER"),
+    ("scatter_source_not_on_i", errors.ShapeMismatch, "(x: [e, f], i: int[f]) -> [n]:\n    return SCATTER"),
+    ("scatter_index_axis_not_on_x", errors.ShapeMismatch, "(x: [e], i: int[e, g]) -> [n]:\n    return SCATTER"),
+    ("scatter_n_on_x", errors.ShapeMismatch, "(x: [e, n], i: int[e]) -> [n]:\n    return SCATTER"),
+    ("float_index", errors.ShapeMismatch, "(x: [tok, d], i: [tok]) -> [tok, d]:\n    return DISPATCH"),
+    ("experts_on_input", errors.ShapeMismatch, "(x: [ex, d], i: int[ex]) -> [ex, d]:\n    return DISPATCH"),
+    ("experts_on_index", errors.ShapeMismatch, "(x: [tok, d], i: int[tok, ex]) -> [tok, ex, d]:\n    return DISPATCH"),
+    ("experts_in_expert", errors.ShapeMismatch,
+     "(x: [tok, d], i: int[tok]) -> [tok, d]:\n    return dispatch(Ex, x, index = i, along = d)"),
+    ("index_axis_of_expert", errors.ShapeMismatch, "(x: [tok, d], i: int[d]) -> [tok, d]:\n    return DISPATCH"),
+    ("not_a_circuit", errors.InvalidArgument,
+     "(x: [tok, d], i: int[tok]) -> [tok, d]:\n    return dispatch(x, x, index = i, along = ex)"),
+    ("no_index", errors.WrongArity, "(x: [tok, d], i: int[tok]) -> [tok, d]:\n    return dispatch(Ex, x, along = ex)"),
+    ("no_along", errors.WrongArity, "(x: [tok, d], i: int[tok]) -> [tok, d]:\n    return dispatch(Ex, x, index = i)"),
+    ("wrong_input", errors.ShapeMismatch, "(x: [tok, f], i: int[tok]) -> [tok, d]:\n    return DISPATCH"),
 ]
 EXPERT = "circuit Ex(x: [d]) -> [d]:\n    return linear(x, d -> d)\n\n"
-DISPATCH_ERRORS = [
-    ("float_index", errors.ShapeMismatch, "circuit F(x: [tok, d], i: [tok]) -> [tok, d]:\n"
-     "    return dispatch(Ex, x, index = i, along = ex)"),
-    ("experts_on_input", errors.ShapeMismatch, "circuit F(x: [ex, d], i: int[ex]) -> [ex, d]:\n"
-     "    return dispatch(Ex, x, index = i, along = ex)"),
-    ("experts_on_index", errors.ShapeMismatch, "circuit F(x: [tok, d], i: int[tok, ex]) -> [tok, ex, d]:\n"
-     "    return dispatch(Ex, x, index = i, along = ex)"),
-    ("experts_in_expert", errors.ShapeMismatch, "circuit F(x: [tok, d], i: int[tok]) -> [tok, d]:\n"
-     "    return dispatch(Ex, x, index = i, along = d)"),
-    ("index_axis_of_expert", errors.ShapeMismatch, "circuit F(x: [tok, d], i: int[d]) -> [tok, d]:\n"
-     "    return dispatch(Ex, x, index = i, along = ex)"),
-    ("not_a_circuit", errors.InvalidArgument, "circuit F(x: [tok, d], i: int[tok]) -> [tok, d]:\n"
-     "    return dispatch(x, x, index = i, along = ex)"),
-    ("no_index", errors.WrongArity, "circuit F(x: [tok, d], i: int[tok]) -> [tok, d]:\n"
-     "    return dispatch(Ex, x, along = ex)"),
-    ("no_along", errors.WrongArity, "circuit F(x: [tok, d], i: int[tok]) -> [tok, d]:\n"
-     "    return dispatch(Ex, x, index = i)"),
-    ("wrong_input", errors.ShapeMismatch, "circuit F(x: [tok, f], i: int[tok]) -> [tok, d]:\n"
-     "    return dispatch(Ex, x, index = i, along = ex)"),
-]
 
 
-@pytest.mark.parametrize("case", ERRORS + [(n, c, EXPERT + s) for n, c, s in DISPATCH_ERRORS],
-                         ids=lambda c: c[0])
+@pytest.mark.parametrize("case", ERRORS, ids=lambda c: c[0])
 def test_errors(case):
-    _, cls, src = case
+    _, cls, body = case
+    body = (body.replace("SCATTER", "scatter_add(x, i, along = e -> n)")
+            .replace("DISPATCH", "dispatch(Ex, x, index = i, along = ex)"))
     with pytest.raises(cls) as info:
-        diagrammar.parse(AXES + src)
+        diagrammar.parse(AXES + EXPERT + "circuit F" + body + "\n")
     assert info.value.span is not None
 
 

@@ -405,7 +405,11 @@ circuit F(x: [hh, ww, c]) -> [h2, w2, k]:
 
 @pytest.mark.parametrize("case", sorted(XLA_CASES))
 def test_conv_matmul_flops_agree_with_xla(case):
-    from test_cost import XLACount, _compiled, _inputs  # the per-operation XLA counter of the cost tests
+    from test_cost import (  # the per-operation XLA counter of the cost tests
+        XLACount,
+        _compiled,
+        _inputs,
+    )
 
     d = diagrammar.parse(XLA_CASES[case])["F"]
     _, state, forward = _compiled(d, {})

@@ -47,6 +47,13 @@ Choices this backend makes where the language leaves them open:
   - `embed` and `gather` index as `jnp.take` does (the default of
     `nnx.Embed`: an index out of range gives NaN); `onehot` of an index out of
     range is all zeros.
+  - batchnorm's `running_mean` and `running_var` are `nnx.BatchStat`s at the
+    box's dotted names (`model.weight("bn1.running_mean")`), beside its
+    `nnx.Param`s `scale` and `bias`. In training mode (as for dropout) a call
+    writes their new values after the forward pass; a `repeat` gives them one
+    row per copy, like its weights. Every padding is lowered as explicit (lo, hi)
+    pairs, a grouped conv as `feature_group_count` and `conv_transpose` as a conv
+    of the stride-dilated input with the kernel flipped (PyTorch's ConvTranspose).
   - Dropout follows `nnx.Dropout`: a new module is in training mode (dropout
     active); `model.eval()` turns it off and `model.train()` back on. Masks
     come from the `dropout` stream of the `nnx.Rngs` given at compile time

@@ -245,7 +245,8 @@ def _init_all(key, count, recipes: tuple):
     for (kind, a, b), members in _draw_groups(recipes):
         length = max(math.prod(recipes[j][1]) for j in members)
         counts = count + jnp.asarray(members, jnp.uint32)
-        rows = jax.vmap(lambda c: _draw(jax.random.fold_in(key, c), (kind, (length,), a, b)))(counts)
+        draw = (kind, (length,), a, b)
+        rows = jax.vmap(lambda c, draw=draw: _draw(jax.random.fold_in(key, c), draw))(counts)
         for r, j in enumerate(members):
             _, shape, scale, _ = recipes[j]
             value = rows[r, :math.prod(shape)].reshape(shape)

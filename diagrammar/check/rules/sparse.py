@@ -9,7 +9,13 @@ runs only the chosen experts, and message passing on an edge list.
 from __future__ import annotations
 
 from ... import syntax as S
-from ...errors import DuplicateDefinition, InvalidArgument, ShapeMismatch, SizeConflict, WrongArity
+from ...errors import (
+    DuplicateDefinition,
+    InvalidArgument,
+    ShapeMismatch,
+    SizeConflict,
+    WrongArity,
+)
 from ...ir import Diagram, TensorType, flat_types
 from ..hints import _did_you_mean
 from ..values import T, Tup, _passing, _rebuild, _Skip, _snake
@@ -186,6 +192,7 @@ def dispatch(ck, op, node, args):
     _check_outer_sizes(ck, out_types, node.span, f"dispatch of {expert_name}")
     roles = _body_roles(callee, batch)
     roles.update({a.name: "produced" for a in extra})
+    ck.budget_of_copies(callee, experts.size, node.span, f"dispatch along {e_name}")  # as compile counts them
     results = ck.add_box("dispatch", wires + [index.wire], out_types, node.span, body=callee, roles=roles,
                          attrs={"circuit": expert_name, "batch": tuple(a.name for a in batch), "along": e_name,
                                 "count": experts.size, "index_axes": tuple(a.name for a in extra)},
