@@ -633,3 +633,14 @@ def gc_paused():
     finally:
         if was:
             gc.enable()
+
+
+def call_title(box) -> str:
+    """A call as its block and its definition name it: the circuit and its size arguments (``MLP[hidden=256]``).
+
+    The axes a generic circuit's name parameters are bound to (``DoubleConv[h=h2, ...]``) are left out:
+    the wires at the block's ports already say them, and every binding of one generic circuit shares
+    one definition, drawn for its first call.
+    """
+    args = ", ".join(f"{k}={v}" for k, v in box.body.axis_args if not isinstance(v, str))
+    return box.attr("circuit", box.name) + (f"[{args}]" if args else "")

@@ -26,6 +26,7 @@ from .geometry import (
     _rect,
     _shift,
     axis_colors,
+    call_title,
     gc_paused,
     text_width,
 )
@@ -156,8 +157,7 @@ def definitions(diagram: Diagram, depth: int) -> list[tuple[str, str, Diagram]]:
         nxt = []
         for d, prefix in level:
             for path, box in _calls(d, prefix):
-                args = ", ".join(f"{k}={v}" for k, v in box.body.axis_args)
-                title = box.attr("circuit", box.name) + (f"[{args}]" if args else "")
+                title = call_title(box)
                 if title in seen:
                     continue
                 seen.add(title)
@@ -165,6 +165,11 @@ def definitions(diagram: Diagram, depth: int) -> list[tuple[str, str, Diagram]]:
                 nxt.append((box.body, path + "."))
         level = nxt
     return out
+
+
+def call_binding_of(body: Diagram) -> str:
+    """The axes a generic circuit's drawn instance binds its name parameters to (``h = h2, w = w2``), or ""."""
+    return ", ".join(f"{k} = {v}" for k, v in body.axis_args if isinstance(v, str))
 
 
 def _calls(d: Diagram, prefix: str):
@@ -230,8 +235,9 @@ def _left_edge(fig: Layout) -> float:
 DEF_HEAD = 30.0   # a definition's heading: the named block and "="
 
 
-def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
-    """A definition's heading, Abbott's way: the collapsed block (a small prism with its name), then "="."""
+def _heading(title: str, y: float, path: str, caption: str = "") -> tuple[list, list, list]:
+    """A definition's heading, Abbott's way: the collapsed block (a small prism with its name), then "=";
+    `caption` (for a generic circuit: the binding it is drawn for) goes under the block."""
     meta = (("box", path), ("op", "definition"))
     w = text_width(title, BOX_SIZE, True) + 20.0
     h, d = 24.0, 4.0
@@ -242,12 +248,35 @@ def _heading(title: str, y: float, path: str) -> tuple[list, list, list]:
               Text(x0 + (w - d) / 2, y + d + (h - d) / 2 + BOX_SIZE * 0.36, title, BOX_SIZE, INK, True, False,
                    "middle", "box", meta),
               Text(x0 + w + 10, y + h / 2 + 7, "=", 20.0, INK, False, False, "start", "title")]
+    for i, line in enumerate(_caption_lines(caption, _head_width(title) - MARGIN - 20.0)):
+        shapes.append(Text(x0, y + h + SMALL + 3 + i * CAPTION_LINE, line, SMALL, "#555555", False, True, "start",
+                           "caption"))
     labels: list = []  # the name is written in the block, as in a collapsed call
     boxes = [BoxGeom("=" + title, "definition", "definition", x0, y, w, h)]
     return shapes, labels, boxes
 
 
-def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
+CAPTION_LINE = SMALL + 2.0
+
+
+def _caption_lines(caption: str, width: float) -> list[str]:
+    """A heading's caption broken at its commas into lines no wider than `width` (px) where it can be."""
+    lines: list[str] = []
+    for part in caption.split(", ") if caption else ():
+        if lines and text_width(lines[-1] + ", " + part, SMALL) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines.append(part)
+    return [line + ("," if i < len(lines) - 1 else "") for i, line in enumerate(lines)]
+
+
+def _caption_height(title: str, caption: str) -> float:
+    """Room a heading's caption takes under its block (0 without one)."""
+    n = len(_caption_lines(caption, _head_width(title) - MARGIN - 20.0))
+    return n * CAPTION_LINE + 4.0 if n else 0.0
+
+
+def _shelves(main: Layout, defs, max_width, y, parts, heads, free, captions=None) -> float:
     """The figure and its definitions in shelves: side by side while they fit the page's width.
 
     The figure comes first, without a heading; each definition has its heading on its left ("Name = body")
@@ -285,13 +314,14 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
                 parts.append(_placed(fig, dx, y))
                 tallest = max(tallest, fig.height)
                 continue
+            head = DEF_HEAD + _caption_height(title, (captions or {}).get(title, ""))
             if beside is None:  # under the heading, or beside it where the body's left end leaves room
                 clear = _room_under_heading(fig, MARGIN + text_width(title, BOX_SIZE, True) + 20.0 + 40.0)
-                lift = min(DEF_HEAD, max(0.0, clear - 6.0))
-                hy, by, h = y, y + DEF_HEAD - lift, max(DEF_HEAD, DEF_HEAD - lift + fig.height)
+                lift = min(head, max(0.0, clear - 6.0))
+                hy, by, h = y, y + head - lift, max(head, head - lift + fig.height)
             else:  # the heading level with the body's first wires
-                hy, by, h = y + max(0.0, min(fig.height, 60.0) / 2 - 12.0), y, max(fig.height, DEF_HEAD)
-            shapes, labels, boxes = _heading(title, hy, path)
+                hy, by, h = y + max(0.0, min(fig.height, 60.0) / 2 - 12.0), y, max(fig.height, head)
+            shapes, labels, boxes = _heading(title, hy, path, (captions or {}).get(title, ""))
             heads.append(([_shift(sh, dx, 0.0) for sh in shapes],
                           [replace(lb, x=lb.x + dx) for lb in labels],
                           [replace(b, x=b.x + dx) for b in boxes]))
@@ -314,7 +344,7 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free) -> float:
     return y
 
 
-def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
+def _columns(main: Layout, defs, half: float, y, parts, heads, free, captions=None) -> float:
     """The figure, then its definitions in two columns (each goes under the shorter one); `free` is set to
     [(x, y, width, None)]: the room under the shorter column."""
     parts.append(_placed(main, 0.0, y))
@@ -324,11 +354,12 @@ def _columns(main: Layout, defs, half: float, y, parts, heads, free) -> float:
         col = 0 if bottoms[0] <= bottoms[1] else 1
         dx = col * (half + DEF_SIDE_GAP)
         yy = bottoms[col]
-        shapes, labels, boxes = _heading(title, yy, path)
+        shapes, labels, boxes = _heading(title, yy, path, (captions or {}).get(title, ""))
         heads.append(([_shift(sh, dx, 0.0) for sh in shapes], [replace(lb, x=lb.x + dx) for lb in labels],
                       [replace(b, x=b.x + dx) for b in boxes]))
-        parts.append(_placed(fig, dx, yy + DEF_HEAD))
-        bottoms[col] = yy + DEF_HEAD + fig.height + DEF_GAP
+        head = DEF_HEAD + _caption_height(title, (captions or {}).get(title, ""))
+        parts.append(_placed(fig, dx, yy + head))
+        bottoms[col] = yy + head + fig.height + DEF_GAP
     short = 0 if bottoms[0] <= bottoms[1] else 1
     free[:] = [(short * (half + DEF_SIDE_GAP), bottoms[short] - DEF_GAP, half, None)]
     return max(bottoms) - DEF_GAP
@@ -362,7 +393,9 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     parts: list[Layout] = []
     heads: list[tuple[list, list, list]] = []
     free: list = []
-    y = _shelves(main, defs, max_width, top, parts, heads, free)
+    captions = {title: "for " + call_binding_of(body) for title, _, body in definitions(diagram, depth)
+                if call_binding_of(body)}
+    y = _shelves(main, defs, max_width, top, parts, heads, free, captions)
     width_now = max(max(p.width for p in parts), main.width)
     if len(defs) > 1 and not one_row and (y - top) * 6.5 / max(width_now, 1.0) > 6.0:
         # tall: try the definitions in two columns, each wrapped to half the page, and keep the shorter
@@ -372,7 +405,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
         parts2: list[Layout] = []
         heads2: list[tuple[list, list, list]] = []
         free2: list = []
-        y2 = _columns(main, narrow, half, top, parts2, heads2, free2)
+        y2 = _columns(main, narrow, half, top, parts2, heads2, free2, captions)
         if y2 < y - 1.0:
             y, parts, heads, free = y2, parts2, heads2, free2
     formulas = dict(axis_formulas or {})

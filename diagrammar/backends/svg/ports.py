@@ -16,6 +16,7 @@ from .geometry import (
     TOP_PAD,
     _bend_width,
     _box_text,
+    call_title,
     glyph_label,
     glyph_text,
     selector_width,
@@ -109,10 +110,9 @@ class _PortsMixin:
         if n.box is not None:
             n.text = _box_text(n.box, n.op)
         if kind in ("call", "scan"):
-            args = ", ".join(f"{k}={v}" for k, v in (n.box.body.axis_args if n.box.body is not None else ()))
-            lines = [n.box.attr("circuit", n.op)]
-            if args:
-                lines.append(f"[{args}]")
+            title = call_title(n.box) if n.box.body is not None else n.box.attr("circuit", n.op)
+            name = n.box.attr("circuit", n.op)
+            lines = [name] + ([title[len(name):]] if title != name else [])
             if kind == "scan":
                 lines.append(f"scan over {n.box.attr('along', '')}")
             if n.op == "dispatch":
@@ -498,8 +498,7 @@ class _PortsMixin:
         elif box.op == "dispatch":
             n.g["title"] = f"{box.attr('circuit', '')} chosen among {box.attr('along', '')}"
         else:
-            args = ", ".join(f"{k}={v}" for k, v in box.body.axis_args)
-            n.g["title"] = box.attr("circuit", box.name) + (f"[{args}]" if args else "")
+            n.g["title"] = call_title(box)
         title_h = 4.0 if is_repeat else TITLE_H
         tracks = self._main_tracks(n, reads)
         main_axes = [a for a, _ in tracks]

@@ -49,7 +49,7 @@ try:
 except ImportError:  # the renderer needs only lark (the browser playground has no numpy): plain Python then
     np = None
 
-from .geometry import Layout, Path, Text
+from .geometry import Layout, Path, Text, call_title
 
 __all__ = ["HEIGHT_IN_MAX", "LABEL_PT_MIN", "crossing_points", "label_overlaps", "measure", "measure_svg",
            "panel_frame_crossings", "undrawn_wires"]
@@ -587,8 +587,7 @@ def panel_frame_crossings(fig: Layout, diagram=None, tol: float = TOLERANCE) -> 
 
 def _circuit_key(box) -> str:
     """A sub-circuit as a definition names it: the circuit and its axis arguments (``MLP[hidden=256]``)."""
-    args = ", ".join(f"{k}={v}" for k, v in box.body.axis_args)
-    return box.attr("circuit", box.name) + (f"[{args}]" if args else "")
+    return call_title(box)
 
 
 def _drawn_levels(diagram, depth: int, expanded: set[str]):
@@ -647,7 +646,9 @@ def undrawn_wires(fig: Layout, diagram, depth: int) -> list[str]:
     in_place = set(expanded)  # calls drawn as panels (a definition's call is drawn collapsed)
     heads = {b.path[1:] for b in fig.boxes if b.kind == "definition"}  # "=Title": a definition's heading
     if heads:
-        from .page import definitions  # a definition is drawn with the path of the sub-circuit's first call
+        from .page import (
+            definitions,  # a definition is drawn with the path of the sub-circuit's first call
+        )
         expanded |= {path for title, path, _ in definitions(diagram, depth) if title in heads}
     tracks: dict[tuple[str, str], list] = {}
     for t in fig.tracks:
