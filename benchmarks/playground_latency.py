@@ -58,6 +58,12 @@ def cpython_times(path: Path, name: str, depth: int | None, repeat: int = 5) -> 
     return statistics.median(checks), statistics.median(renders)
 
 
+def idle(page) -> None:
+    """Wait until the page has shown the results of the editor's text and has nothing more to do."""
+    page.wait_for_function("!window.playground.busy && window.playground.text === document.getElementById('editor').value"
+                           " && window.playground.timings.length >= window.playground.runs", timeout=60000)
+
+
 def settle(page, action) -> None:
     """Do ``action`` and wait until the update it starts is painted."""
     runs = page.evaluate("window.playground.runs")
@@ -107,12 +113,15 @@ def main(argv=None) -> int:
                 settle(page, lambda: page.select_option("#depth", depth))
                 page.evaluate(f"(() => {{ const e = document.getElementById('editor'); e.focus(); "
                               f"e.setSelectionRange({offset}, {offset}); }})()")
-                done = page.evaluate("window.playground.timings.length")
+                timings = []
                 for k in range(args.keys):
+                    idle(page)
+                    n = page.evaluate("window.playground.timings.length")
                     page.keyboard.press("0" if k % 2 == 0 else "Backspace")
-                    done += 1
-                    page.wait_for_function(f"window.playground.timings.length >= {done}", timeout=60000)
-                results[depth] = (page.evaluate(f"window.playground.timings.slice(-{args.keys})"),
+                    idle(page)
+                    # the first update after the key started from its input event
+                    timings.append(page.evaluate(f"window.playground.timings[{n}]"))
+                results[depth] = (timings,
                                   page.evaluate("window.playground.last.diagnostics.length"),
                                   len(page.evaluate("window.playground.last.svg || ''")))
             browser.close()
@@ -130,6 +139,10 @@ def main(argv=None) -> int:
         print(f"    in Pyodide: check {statistics.median(check):.0f} ms, cost+render {statistics.median(render):.0f} ms "
               f"(medians; the rest is the page: JSON, DOM, paint); CPython: check {c_check * 1000:.0f} ms, "
               f"render {c_render * 1000:.0f} ms; errors on the last update: {errors}")
+        med = {k: statistics.median(x[k] for x in timings) for k in ("to_checked", "draw_call", "dom", "paint")}
+        print(f"    in the page (medians): keystroke to checked {med['to_checked']:.0f} ms, draw call "
+              f"{med['draw_call']:.0f} ms, figure into the page {med['dom']:.0f} ms, layout and paint "
+              f"{med['paint']:.0f} ms")
     return 0
 
 

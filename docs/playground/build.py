@@ -3,17 +3,17 @@
 The result is a static folder: open its index.html from disk or serve it with
 any static server. It holds
 
-* Pyodide's runtime from the npm registry (the `pyodide` package, PYODIDE
-  version): the loader pyodide.js as shipped, pyodide.asm.mjs turned into a
-  classic script (pyodide/pyodide.asm.js), and the wasm, standard library and
-  lock file as base64 in runtime.js;
+* runtime.js: Pyodide's runtime from the npm registry (the `pyodide` package,
+  PYODIDE version): the loader pyodide.js as shipped, pyodide.asm.mjs turned
+  into a classic script, and the wasm, standard library (base64) and lock file;
+  the page starts them in a Web Worker made from a Blob;
 * app-data.js: the lark wheel from PyPI (pure Python), a wheel of this checkout
   of diagrammar, the zoo, playground.py and a numpy stand-in that fails
   loudly (Pyodide's numpy is not in the npm package; see below);
 * index.html, playground.js and playground.css from this folder.
 
-Only classic <script> tags load it: browsers refuse fetch() and ES modules on
-file:// pages, so nothing is fetched.
+Only classic <script> tags load it: browsers refuse fetch(), ES modules and
+worker script files on file:// pages, so nothing is fetched.
 
 Downloads are cached in ~/.cache/diagrammar/playground (or $DIAGRAMMAR_CACHE).
 """
@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -148,11 +147,11 @@ def build(out: Path) -> dict:
     runtime = pyodide_runtime(cache)
     if out.exists():
         shutil.rmtree(out)
-    (out / "pyodide").mkdir(parents=True)
-    (out / "pyodide" / "pyodide.js").write_bytes(runtime["pyodide.js"])
-    (out / "pyodide" / "pyodide.asm.js").write_bytes(classic_asm(runtime["pyodide.asm.mjs"]))
+    out.mkdir(parents=True)
     (out / "runtime.js").write_bytes(js_assign("DIAGRAMMAR_RUNTIME", {
-        "version": PYODIDE, "wasm": b64(runtime["pyodide.asm.wasm"]), "stdlib": b64(runtime["python_stdlib.zip"]),
+        "version": PYODIDE, "loader": runtime["pyodide.js"].decode("utf-8"),
+        "asm": classic_asm(runtime["pyodide.asm.mjs"]).decode("utf-8"),
+        "wasm": b64(runtime["pyodide.asm.wasm"]), "stdlib": b64(runtime["python_stdlib.zip"]),
         "lock": runtime["pyodide-lock.json"].decode("utf-8")}))
     with tempfile.TemporaryDirectory() as tmp:
         wheels = [lark_wheel(cache), diagrammar_wheel(Path(tmp))]

@@ -1,8 +1,8 @@
 // The diagrammar playground: the checker and SVG renderer under Pyodide, in the page, offline.
 //
-// runtime.js holds Pyodide's wasm, standard library and lock file (base64), app-data.js the
-// lark and diagrammar wheels, the zoo and the Python glue (playground.py). Everything is loaded
-// by classic <script> tags, never fetched, so the page works from a static server and from disk.
+// runtime.js holds Pyodide's loader, wasm, standard library and lock file, app-data.js the lark
+// and diagrammar wheels, the zoo and the Python glue (playground.py). Everything is loaded by
+// classic <script> tags, never fetched, so the page works from a static server and from disk.
 "use strict";
 
 const R = globalThis.DIAGRAMMAR_RUNTIME;
@@ -11,9 +11,9 @@ const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 
 // what tests and the latency benchmark read
-const state = globalThis.playground = {ready: false, runs: 0, timings: [], error: null, last: null};
+const state = globalThis.playground = {ready: false, busy: false, runs: 0, timings: [], error: null, last: null};
 
-let update = null;           // the Python function
+let py = null;               // check(text) and draw(circuit, depth), answered by the worker
 let chosen = null;           // the circuit shown
 let depth = "all";
 let running = false, dirty = false, inputAt = null;
@@ -56,43 +56,94 @@ let hashTimer = null;
 function saveToUrl() {
   clearTimeout(hashTimer);
   hashTimer = setTimeout(async () => {
-    const h = await encodeSource($("editor").value);
-    const params = new URLSearchParams(h);
+    const text = $("editor").value;
+    const params = new URLSearchParams(await encodeSource(text));
     if (chosen) params.set("circuit", chosen);
     history.replaceState(null, "", "#" + params.toString());
+    state.linked = text;  // the text the address now holds
   }, 250);
 }
 
-// ---------------------------------------------------------------- Pyodide
+// ---------------------------------------------------------------- Pyodide, in a worker
 
-async function start() {
-  const real = globalThis.fetch.bind(globalThis);
-  const served = {"pyodide.asm.wasm": ["application/wasm", R.wasm], "python_stdlib.zip": ["application/zip", R.stdlib]};
-  globalThis.fetch = async (url, opts) => {
+// Python runs in a Web Worker, so typing never waits for a figure. The worker is made from a
+// Blob (a worker script file cannot be loaded from file://) and gets Pyodide's loader, its
+// runtime and the wheels by message.
+const WORKER = `
+"use strict";
+let py = null;
+function bytes(b64) {
+  if (Uint8Array.fromBase64) return Uint8Array.fromBase64(b64);
+  const s = atob(b64), out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+async function init(m) {
+  // Pyodide refuses classic workers (it tells them apart by trying importScripts) because it would
+  // load its ES module there; it is handed that module (createPyodideModule) instead. So
+  // importScripts is hidden, and the loader and the module run by a global eval.
+  self.importScripts = () => { throw new Error("not a classic worker for Pyodide"); };
+  for (const code of [m.loader, m.asm]) (0, eval)(code);
+  const real = self.fetch.bind(self);
+  const served = {"pyodide.asm.wasm": ["application/wasm", m.wasm], "python_stdlib.zip": ["application/zip", m.stdlib]};
+  self.fetch = async (url, opts) => {
     const u = String(url);
     for (const [name, [type, b64]] of Object.entries(served)) {
       if (u.endsWith(name)) return new Response(bytes(b64), {headers: {"Content-Type": type}});
     }
     return real(url, opts);
   };
-  globalThis.__diagrammarAsmUrl = new URL("pyodide/pyodide.asm.js", location.href).href;
-  let py;
+  self.__diagrammarAsmUrl = m.base + "pyodide.asm.js";
+  let pyodide;
   try {
-    py = await loadPyodide({
-      indexURL: new URL("pyodide/", location.href).href,
-      lockFileContents: R.lock,
-      createPyodideModule: globalThis._createPyodideModule,
-      stdout: () => {}, stderr: (s) => console.warn(s),
-    });
+    pyodide = await loadPyodide({indexURL: m.base, lockFileContents: m.lock, createPyodideModule: self._createPyodideModule,
+                                 stdout: () => {}, stderr: (s) => console.warn(s)});
   } finally {
-    globalThis.fetch = real;
+    self.fetch = real;
   }
-  py.FS.mkdirTree("/tmp/wheels");
-  for (const w of APP.wheels) py.FS.writeFile(`/tmp/wheels/${w.name}`, bytes(w.data));
-  py.FS.writeFile("/tmp/numpy_stub.py", APP.numpy_stub);
-  py.runPython(APP.install);
-  py.runPython(APP.glue);
-  return py.globals.get("update");
+  pyodide.FS.mkdirTree("/tmp/wheels");
+  for (const w of m.wheels) pyodide.FS.writeFile("/tmp/wheels/" + w.name, bytes(w.data));
+  pyodide.FS.writeFile("/tmp/numpy_stub.py", m.numpy_stub);
+  pyodide.runPython(m.install);
+  pyodide.runPython(m.glue);
+  py = {check: pyodide.globals.get("check"), draw: pyodide.globals.get("draw")};
+}
+self.onmessage = async (e) => {
+  const m = e.data;
+  try {
+    if (m.type === "init") { await init(m); postMessage({id: m.id, ok: true}); }
+    else if (m.type === "check") postMessage({id: m.id, json: py.check(m.text)});
+    else if (m.type === "draw") postMessage({id: m.id, json: py.draw(m.circuit, m.depth)});
+  } catch (err) {
+    postMessage({id: m.id, error: String((err && err.stack) || err)});
+  }
+};
+`;
+
+let worker = null, nextId = 0;
+const waiting = new Map();
+
+function call(msg) {
+  return new Promise((ok, bad) => {
+    const id = ++nextId;
+    waiting.set(id, {ok, bad});
+    worker.postMessage({...msg, id});
+  });
+}
+
+async function start() {
+  worker = new Worker(URL.createObjectURL(new Blob([WORKER], {type: "text/javascript"})));
+  worker.onmessage = (e) => {
+    const w = waiting.get(e.data.id);
+    if (!w) return;
+    waiting.delete(e.data.id);
+    if (e.data.error) w.bad(new Error(e.data.error)); else w.ok(e.data.json);
+  };
+  worker.onerror = (e) => { state.error = e.message; status("the Python worker failed: " + e.message, true); };
+  await call({type: "init", base: new URL("pyodide/", location.href).href, loader: R.loader, asm: R.asm,
+              wasm: R.wasm, stdlib: R.stdlib, lock: R.lock, wheels: APP.wheels, numpy_stub: APP.numpy_stub,
+              install: APP.install, glue: APP.glue});
+  return {check: (text) => call({type: "check", text}), draw: (circuit, d) => call({type: "draw", circuit, depth: d})};
 }
 
 // ---------------------------------------------------------------- drawing the result
@@ -112,7 +163,7 @@ function selectRange(line, col, endLine, endCol) {
   ed.scrollTop = Math.max((line - 5) * lh, 0);
 }
 
-function showDiagnostics(res, text) {
+function showDiagnostics(res, text) {  // res.render_error is shown too once drawn
   const lines = text.split("\n");
   let html = res.diagnostics.map((d) => {
     const src = lines[d.line - 1] ?? "";
@@ -134,41 +185,57 @@ function showCircuits(res) {
   $("summary").textContent = c && c.ok ? `${c.summary} · ${c.flops ?? "?"} FLOPs forward (batch 1)` : "";
 }
 
-function run() {
-  if (!update) return;
-  if (running) { dirty = true; return; }
-  running = true;
-  const t0 = inputAt ?? performance.now();
-  inputAt = null;
-  const text = $("editor").value;
-  let res;
+async function run() {
+  if (!py) return;
+  if (running) { dirty = true; state.busy = true; return; }
+  running = state.busy = true;
   try {
-    res = JSON.parse(update(text, chosen, depth));
+    await update();
   } catch (e) {
     state.error = String(e);
     status("internal error: " + e, true);
-    running = false;
-    return;
   }
+  running = false;
+  if (dirty) { dirty = false; run(); } else state.busy = false;
+}
+
+async function update() {
+  const t0 = inputAt ?? performance.now();
+  inputAt = null;
+  const text = $("editor").value;
+  const res = JSON.parse(await py.check(text));
+  const n = res.diagnostics.length;
+  if ($("editor").value === text) {  // not already out of date: show the errors before the figure
+    showDiagnostics(res, text);
+    status(n ? `${n} error${n > 1 ? "s" : ""}` : `checked in ${Math.round(res.timings.check * 1000)} ms, drawing…`, n > 0);
+  }
+  const t1 = performance.now();
+  const fig = JSON.parse(await py.draw(chosen, depth));
+  const t2 = performance.now();
+  res.circuit = fig.circuit; res.svg = fig.svg; res.render_error = fig.render_error;
+  res.timings.render = fig.timings.render;
+  const shown = res.circuits.find((c) => c.name === fig.circuit);
+  if (shown) shown.flops = fig.flops;
   state.last = res;
-  if (res.circuit) chosen = res.circuit;
+  state.text = text;  // the text the page now shows the results of
+  if (fig.circuit) chosen = fig.circuit;
   showDiagnostics(res, text);
   showCircuits(res);
-  // a figure stays on screen while the text has errors elsewhere; it changes when its circuit checks
-  if (res.svg) $("figure").innerHTML = res.svg.replace(/^<\?xml[^>]*>\s*/, "");
-  else if (!res.circuits.some((c) => c.ok)) $("figure").innerHTML = "";
-  const n = res.diagnostics.length;
-  status(n ? `${n} error${n > 1 ? "s" : ""}` : `checked in ${Math.round(res.timings.check * 1000)} ms, drawn in ${Math.round(res.timings.render * 1000)} ms`, n > 0);
+  // the shown circuit's figure stays on screen, dimmed, while it has errors or the text does not
+  // parse; it is replaced when the circuit checks again
+  if (fig.svg) $("figure").innerHTML = fig.svg.replace(/^<\?xml[^>]*>\s*/, "");
+  else if (res.syntax_ok && !res.circuits.some((c) => c.name === fig.circuit)) $("figure").innerHTML = "";
+  $("figure").classList.toggle("stale", !fig.svg);
+  if (!n) status(`checked in ${Math.round(res.timings.check * 1000)} ms, drawn in ${Math.round(fig.timings.render * 1000)} ms`, false);
   state.runs += 1;
   document.body.dataset.runs = String(state.runs);
-  // the figure is on screen after the next frame is painted
-  requestAnimationFrame(() => setTimeout(() => {
-    state.timings.push({total: performance.now() - t0, check: res.timings.check * 1000, render: res.timings.render * 1000});
-    document.body.dataset.painted = String(state.timings.length);
-    running = false;
-    if (dirty) { dirty = false; run(); }
-  }, 0));
   saveToUrl();
+  const t3 = performance.now();
+  // the figure is on screen after the next frame is painted
+  await new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 0)));
+  state.timings.push({total: performance.now() - t0, check: res.timings.check * 1000, render: fig.timings.render * 1000,
+                      to_checked: t1 - t0, draw_call: t2 - t1, dom: t3 - t2, paint: performance.now() - t3});
+  document.body.dataset.painted = String(state.timings.length);
 }
 
 // ---------------------------------------------------------------- events
@@ -228,7 +295,7 @@ $("share").addEventListener("click", async () => {
   $("editor").value = text;
   try {
     const t = performance.now();
-    update = await start();
+    py = await start();
     state.startup = performance.now() - t;
   } catch (e) {
     state.error = String(e);

@@ -1,7 +1,7 @@
 """Playground, in the browser: check and draw the editor's text under Pyodide.
 
-The page calls ``update(text, circuit, depth)`` after each edit and gets JSON
-back. Only the checker, the cost counter and the SVG renderer run here; the
+The page calls ``check(text)`` after each edit, shows the diagnostics, then
+calls ``draw(circuit, depth)`` for the figure; both answer JSON. Only the checker, the cost counter and the SVG renderer run here; the
 text is read, never executed.
 """
 import json
@@ -18,41 +18,50 @@ def _formulas(a):
     return {n: syntax.size_text(item.size) for n, (item, _f) in a.axes().items() if item.size is not None}
 
 
-def update(text, circuit, depth):
-    """JSON: diagnostics, circuits (with parameters and FLOPs), the chosen circuit's SVG, timings."""
+def check(text):
+    """JSON: diagnostics and circuits (with their parameters). Keeps the result for ``draw``."""
     t0 = time.perf_counter()
     a = Analysis(text, None, name=NAME)
-    t1 = time.perf_counter()
     diagnostics = [{"line": d.line, "column": d.column, "end_line": d.end_line, "end_column": d.end_column,
-                    "message": d.message, "code": d.code, "hint": d.hint,
-                    "detail": d.detail} for d in a.diagnostics]
+                    "message": d.message, "code": d.code, "hint": d.hint, "detail": d.detail}
+                   for d in a.diagnostics]
     circuits = []
     if a.module is not None:
         for c in a.module.circuits:
             d = a.diagrams.get(c.name)
             entry = {"name": c.name, "ok": d is not None, "line": c.name_span.line}
             if d is not None:
-                entry["summary"] = d.summary()
-                rep = a._cost_report(c.name)
-                if rep is not None:
-                    entry["parameters"] = str(rep.parameters)
-                    entry["flops"] = str(rep.forward_flops)
+                entry["summary"] = d.summary()  # FLOPs are counted in draw(), for the circuit shown
             circuits.append(entry)
-    names = [c["name"] for c in circuits if c["ok"]]
+    _last["analysis"] = a
+    return json.dumps({"diagnostics": diagnostics, "circuits": circuits, "syntax_ok": a.module is not None,
+                       "timings": {"check": round(time.perf_counter() - t0, 4)}})
+
+
+def draw(circuit, depth):
+    """JSON: the SVG and forward FLOPs of ``circuit`` (or the last one that checks) from the last ``check``."""
+    t0 = time.perf_counter()
+    a = _last.get("analysis")
+    defined = [c.name for c in a.module.circuits] if a is not None and a.module is not None else []
+    names = [n for n in defined if n in a.diagrams]
+    if circuit in defined and circuit not in names:
+        # the circuit shown has errors now: keep it chosen; the page keeps its last figure, dimmed
+        return json.dumps({"circuit": circuit, "svg": None, "render_error": None, "flops": None,
+                           "timings": {"render": round(time.perf_counter() - t0, 4)}})
     if circuit not in names:
         circuit = names[-1] if names else None
-    svg, render_error = None, None
+    svg, error, flops = None, None, None
     if circuit is not None:
+        rep = a._cost_report(circuit)
+        flops = str(rep.forward_flops) if rep is not None else None
         try:
             from diagrammar.backends.svg import render_svg
 
             svg = render_svg(a.diagrams[circuit], depth=None if depth in (None, "all") else int(depth),
                              axis_formulas=_formulas(a))
         except ImportError as e:
-            render_error = str(e)
+            error = str(e)
         except Exception as e:  # noqa: BLE001 - shown on the page, never lost
-            render_error = f"the renderer failed: {type(e).__name__}: {e}"
-    t2 = time.perf_counter()
-    return json.dumps({"diagnostics": diagnostics, "circuits": circuits, "circuit": circuit, "svg": svg,
-                       "render_error": render_error, "syntax_ok": a.module is not None,
-                       "timings": {"check": round(t1 - t0, 4), "render": round(t2 - t1, 4)}})
+            error = f"the renderer failed: {type(e).__name__}: {e}"
+    return json.dumps({"circuit": circuit, "svg": svg, "render_error": error, "flops": flops,
+                       "timings": {"render": round(time.perf_counter() - t0, 4)}})

@@ -30,7 +30,7 @@ def tiny(tmp_path):
 
 
 def test_one_module_per_verb():
-    assert set(COMMANDS) == {"check", "render", "stats", "train", "gallery"}
+    assert set(COMMANDS) == {"check", "render", "stats", "train", "gallery", "fmt", "lsp", "serve"}
     for verb, (module, _) in COMMANDS.items():
         assert module == f"diagrammar.cli.{verb}"
         mod = importlib.import_module(module)

@@ -1,0 +1,40 @@
+"""Command line: `diagrammar lsp`, the language server over stdio, for editors.
+
+Needs the `lsp` extra (pygls); without it the command says how to install it.
+Never imports jax.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from ..errors import MissingDependency
+
+__all__ = ["add_arguments", "run"]
+
+DESCRIPTION = """Run the diagrammar language server on standard input and output (the Language
+Server Protocol), as an editor starts it: diagnostics as you type (with the hint),
+hover (a wire's type with sizes; a box's parameters and FLOPs), go to definition,
+completion of operations, keyword arguments, axes and circuits, document symbols,
+formatting (diagrammar fmt) and semantic tokens.
+
+editors/vscode/ holds a VS Code extension that starts it.
+
+exit codes: 0 the editor shut the server down; 2 pygls is not installed."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stdio", action="store_true", help="talk over standard input and output (the default; "
+                        "accepted because editors pass it)")
+
+
+def run(args) -> int:
+    missing = [m for m in ("pygls", "lsprotocol") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependency(
+            f"diagrammar lsp needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed. "
+            "Install the language server's extra with: python3 -m pip install 'diagrammar[lsp]'")
+    from ..lsp.server import main
+
+    main()
+    return 0

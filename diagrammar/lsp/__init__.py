@@ -1,0 +1,1 @@
+"""Tools: the language server (`diagrammar lsp`) and the editor analysis it answers from."""
