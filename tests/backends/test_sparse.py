@@ -302,6 +302,26 @@ circuit F(x: [tok, d], z: [g, tok, f], i: int[tok, top]) -> ([tok, top, g, d], [
     np.testing.assert_allclose(np.asarray(v), want_v, rtol=1e-4, atol=1e-5)
 
 
+def test_dispatch_of_a_generic_expert_names_its_instantiation_in_brackets():
+    src = AXES + """
+circuit Expert[axis c, h = 2 * c](x: [c]) -> [c]:
+    w1 = relu(linear(x, c -> h))
+    return linear(w1, h -> c)
+
+circuit F(x: [tok, d], i: int[tok]) -> [tok, d]:
+    y = dispatch(Expert[c = d, h = 8], x, index = i, along = ex)
+    return y
+"""
+    model = compile_diagram(diagrammar.parse(src)["F"], rngs=nnx.Rngs(0))
+    w = randomise(model)
+    assert w["y.w1.W"].shape == (3, 4, 8)
+    x = rng().normal(size=(5, 4)).astype(np.float32)
+    i = np.array([0, 2, 1, 2, 0], np.int32)
+    want = np.stack([np.maximum(x[t] @ w["y.w1.W"][e] + w["y.w1.b"][e], 0) @ w["y.out.W"][e] + w["y.out.b"][e]
+                     for t, e in enumerate(i)])
+    np.testing.assert_allclose(np.asarray(model(x, i)), want, rtol=1e-4, atol=1e-5)
+
+
 def test_dispatch_in_chunks_gives_the_same_result(monkeypatch):
     model = compile_diagram(diagrammar.parse(MOE)["Routed"], rngs=nnx.Rngs(0))
     x = rng().normal(size=(7, 16)).astype(np.float32)

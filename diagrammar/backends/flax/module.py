@@ -235,7 +235,7 @@ def _init_all(key, count, recipes: tuple):
     their keys, each row as long as the largest (a draw of n values is the
     first n of a longer one, laid out row-major), then cut, reshaped and
     scaled. `_draw_groups` puts weights of very different sizes in separate
-    draws, so padding never more than doubles the work of a large draw.
+    draws: padding adds at most a tenth to the work of a large draw.
     Initialiser expressions are left as None (run outside).
     """
     out: list = [None] * len(recipes)
@@ -255,6 +255,7 @@ def _init_all(key, count, recipes: tuple):
 
 
 _SMALL_DRAW = 1 << 20  # elements a group of draws may pad to without regard to waste
+_PAD_LIMIT = 1.1  # beyond that, the elements a group draws over the elements its weights hold
 
 
 def _draw_groups(recipes: tuple) -> list[tuple[tuple, list[int]]]:
@@ -263,8 +264,9 @@ def _draw_groups(recipes: tuple) -> list[tuple[tuple, list[int]]]:
     Normal and truncated weights share a draw of scale 1 (scaled afterwards,
     as `a * normal(...)` is); uniform ones share a draw only with the same
     bounds. Within a kind, a weight joins the draw of the smaller ones
-    unless padding them all to its size would more than double the elements
-    drawn (small draws always share).
+    unless padding them all to its size would draw more than `_PAD_LIMIT`
+    times the elements they hold (small draws always share: a draw of its
+    own costs more to compile than padding costs to run).
     """
     kinds: dict[tuple, list[tuple[int, int]]] = {}
     for j, (kind, shape, a, b) in enumerate(recipes):
@@ -277,7 +279,7 @@ def _draw_groups(recipes: tuple) -> list[tuple[tuple, list[int]]]:
         bucket: list[tuple[int, int]] = []
         for n, j in sorted(members):
             padded = n * (len(bucket) + 1)
-            if bucket and padded > _SMALL_DRAW and padded > 2 * (n + sum(m for m, _ in bucket)):
+            if bucket and padded > _SMALL_DRAW and padded > _PAD_LIMIT * (n + sum(m for m, _ in bucket)):
                 groups.append((family, sorted(i for _, i in bucket)))
                 bucket = []
             bucket.append((n, j))
@@ -285,8 +287,9 @@ def _draw_groups(recipes: tuple) -> list[tuple[tuple, list[int]]]:
     return groups
 
 
-_LARGE_INIT = 1 << 24  # elements above which the initialiser is compiled with XLA's optimisations
-# unoptimised code compiles several times faster and draws a few times slower: right for most models
+# Unoptimised XLA code compiles a draw about 4x faster (0.1 s against 0.35 s) and runs it about 3x slower
+# (20 against 60 million numbers a second): the optimised program pays off past some 8 million numbers a draw.
+_QUICK_PER_DRAW = 1 << 23
 _init_quick = jax.jit(_init_all, static_argnums=(2,), compiler_options={"xla_backend_optimization_level": 0})
 _init_optimised = jax.jit(_init_all, static_argnums=(2,))
 
@@ -332,12 +335,20 @@ def _initial_values(plan: _Plan, rngs: nnx.Rngs) -> list[jax.Array]:
     key, count = stream.key[...], stream.count[...]
     if INIT_IN_ONE_PROGRAM and key.shape == () and count.shape == ():
         total = sum(math.prod(r[1]) for r in recipes)
-        values, stream.count[...] = (_init_quick if total <= _LARGE_INIT else _init_optimised)(key, count, recipes)
+        # inside a trace (nnx.eval_shape, a jit around compile) the program is part of the outer one
+        quick = (total <= _QUICK_PER_DRAW * max(len(_draw_groups(recipes)), 1)
+                 and not isinstance(key, jax.core.Tracer))
+        values, stream.count[...] = (_init_quick if quick else _init_optimised)(key, count, recipes)
     else:
         values = [_init_weight(stream(), spec.weight, recipe[1][:len(spec.copies)], plan.sizes)
                   for spec, recipe in zip(plan.weights, recipes)]
-    return [_init_expression(spec.weight, recipe[1], plan.sizes) if value is None else value
-            for spec, recipe, value in zip(plan.weights, recipes, values)]
+    exprs = [j for j, value in enumerate(values) if value is None]
+    if exprs:  # initialiser expressions, all in one more compiled program (op by op, each op compiled once)
+        made = jax.jit(lambda: [_init_expression(plan.weights[j].weight, recipes[j][1], plan.sizes) for j in exprs])()
+        values = list(values)
+        for j, value in zip(exprs, made):
+            values[j] = value
+    return list(values)
 
 
 # ---------------------------------------------------------------- the module

@@ -16,7 +16,7 @@ from ...errors import (
     SizeConflict,
     WrongArity,
 )
-from ...ir import Diagram, TensorType, flat_types
+from ...ir import TensorType, flat_types
 from ..hints import _did_you_mean
 from ..values import T, Tup, _passing, _rebuild, _Skip, _snake
 from . import typing_rule
@@ -107,26 +107,15 @@ _DISPATCH_USAGE = "dispatch(Expert, x, ..., index = i, along = experts)"
 
 
 def _expert(ck, node: S.Call):
-    """The expert circuit's name and its axis arguments, from dispatch's first argument.
-
-    It is a circuit's name, or a reference with axis arguments (`Expert[c = d]`), which the
-    syntax gives as a node with the circuit's name and `sizes` like a call's.
-    """
+    """The expert circuit's name and its axis arguments: dispatch's first argument, a circuit's name
+    or a reference with its axis arguments (`Expert[c = d]`)."""
     first = node.args[0] if node.args else None
-    if isinstance(first, S.Name):
-        name, sized = first.id, False
-    else:
-        name = getattr(first, "name", None) or getattr(first, "func", None)
-        sized = hasattr(first, "sizes") and not isinstance(first, S.Call)
-    if not isinstance(name, str) or name not in ck.checker.circuits or not (isinstance(first, S.Name) or sized):
+    name = first.id if isinstance(first, S.Name) else first.name if isinstance(first, S.CircuitRef) else None
+    if name not in ck.checker.circuits:
         ck.err(InvalidArgument, f"dispatch's first argument is the expert circuit: {_DISPATCH_USAGE}",
                first.span if first is not None else node.span,
-               hint=_did_you_mean(name, ck.checker.circuits) if isinstance(name, str) else None)
-    return name, call_sizes(ck, first, ck.checker.circuits[name].node) if sized else {}
-
-
-def _has_op(d: Diagram, op: str) -> bool:
-    return any(b.op == op for _p, b in d.walk())
+               hint=_did_you_mean(name, ck.checker.circuits) if name is not None else None)
+    return name, call_sizes(ck, first, ck.checker.circuits[name].node) if isinstance(first, S.CircuitRef) else {}
 
 
 @typing_rule("dispatch")
@@ -156,7 +145,8 @@ def dispatch(ck, op, node, args):
     callee = ck.checker.instantiate(expert_name, sizes, node.span)
     if callee is None:
         raise _Skip()
-    if _has_op(callee, "batchnorm"):
+    held = next(callee.state(), None)  # batchnorm's running statistics
+    if held is not None or any(b.op == "batchnorm" for _p, b in callee.walk()):
         ck.err(InvalidArgument, f"the expert {expert_name} uses batchnorm, whose running statistics dispatch "
                "cannot keep per expert", node.args[0].span, hint="use layernorm or rmsnorm inside an expert")
     own = {a.name for a in callee.axes} | {a.name for t in flat_types(callee.output.type) for a in t.axes}
