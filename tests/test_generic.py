@@ -128,14 +128,18 @@ def test_a_generic_circuit_has_no_diagram_of_its_own(capsys, tmp_path):
     assert out[2].startswith(f"{S01}: Decoder(x: [seq, d], enc: [mem, d]) -> [seq, d]  17 weights")
     svg = tmp_path / "d.svg"
     assert main(["render", S01, "-o", str(svg)]) == 0  # the default circuit is the last with a diagram
-    assert "Attention[q=seq, k=key]" in svg.read_text()
+    assert "for q = seq, k = key" in svg.read_text()  # the one definition of Attention, drawn for its first binding
 
 
-def test_definition_titles_show_the_binding():
+def test_one_definition_per_generic_circuit_captioned_with_its_binding():
     from diagrammar.backends.svg.page import definitions
 
-    titles = [t for t, _, _ in definitions(diagrammar.load(S01)["Decoder"], 1)]
-    assert titles == ["Attention[q=seq, k=key]", "Attention[q=seq, k=mem]", "Scale[c=d]"]
+    from diagrammar.backends.svg.page import call_binding_of
+
+    defs = definitions(diagrammar.load(S01)["Decoder"], 1)
+    # one definition per generic circuit (every binding shares it), drawn for its first call
+    assert [t for t, _, _ in defs] == ["Attention", "Scale"]
+    assert [call_binding_of(body) for _, _, body in defs] == ["q = seq, k = key", "c = d"]
 
 
 def test_an_uncalled_generic_circuit_is_resolved_but_not_typed():
