@@ -41,7 +41,9 @@ def over_budget(per_copy: int, copies: int, budget: int) -> str | None:
     return f"{per_copy:,} elements" + (f" per copy x {copies:,} copies = {total:,}" if copies > 1 else "")
 
 
-def _diagrams(d: Diagram) -> Iterator[Diagram]:
+def diagrams(d: Diagram) -> Iterator[Diagram]:
+    """`d` and every diagram nested in it, each once, in source order (so the first failure found is the
+    first in the text)."""
     seen: set[int] = set()
     stack = [d]
     while stack:
@@ -57,7 +59,7 @@ def failures(diagram: Diagram, bindings: dict[str, int]) -> list[CircuitError]:
     """Every requirement and every merge or split element count that fails with these free sizes,
     in source order. What reads a size left unbound is not decided (and not reported)."""
     found: dict[tuple, CircuitError] = {}
-    for x in _diagrams(diagram):
+    for x in diagrams(diagram):
         for r in x.requires:
             if r.holds(bindings) is False:
                 key = (r.span, r.text)

@@ -14,6 +14,7 @@ from flax import nnx
 
 from ... import bounds
 from ...bounds import DEFAULT_MAX_WEIGHT_ELEMENTS
+from ...bounds import diagrams as _diagrams
 from ...errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
 from ...ir import Box, Diagram, Init, Size, TensorType, TupleType, Weight
 from .runner import _Runner
@@ -64,18 +65,6 @@ def _walk_weights(d: Diagram, prefix: str = "", copies: tuple = ()) -> Iterable[
             elif b.op == "dispatch":  # the experts stack on the axis they are chosen along
                 inner = copies + ((b.attr("along"), b.attr("count")),)
             yield from _walk_weights(b.body, f"{prefix}{b.name}.", inner)
-
-
-def _diagrams(d: Diagram) -> Iterable[Diagram]:
-    seen: set[int] = set()
-    stack = [d]
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        yield x
-        stack.extend(b.body for b in x.boxes if b.body is not None)
 
 
 def _all_axes(d: Diagram) -> dict[str, set[Size]]:
