@@ -468,7 +468,8 @@ def _auto_name(box) -> bool:
     if ":" in n or "@" in n or n == box.op:
         return True
     head, _, tail = n.rpartition("_")
-    return head == box.op and tail.isdigit()
+    # the checker numbers a repeated name from 2 (linear, linear_2, ...): `linear_1` is the user's own name
+    return head == box.op and tail.isdigit() and int(tail) >= 2
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
