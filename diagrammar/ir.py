@@ -586,7 +586,8 @@ class Diagram:
 _CONST_FNS = {
     "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "abs": abs, "tanh": math.tanh,
     "square": lambda x: x * x, "relu": lambda x: max(x, 0.0),
-    "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)), "softplus": lambda x: math.log1p(math.exp(x)),
+    "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x)),
+    "softplus": lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x))),  # neither overflows for large |x|
     "erf": math.erf, "sin": math.sin, "cos": math.cos,
 }
 CONST_FUNCTIONS = frozenset(_CONST_FNS)  # the functions a constant folds through at check time

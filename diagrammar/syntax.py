@@ -15,6 +15,7 @@ from lark.indenter import DedentError, Indenter
 
 from . import _resources
 from .errors import CircuitError, CircuitSyntaxError, Span
+from .limits import MAX_LITERAL_DIGITS, MAX_NESTING, MAX_PROGRAM_BYTES
 
 # ---------------------------------------------------------------- AST nodes
 # Names follow the grammar's rules (axis_decl -> AxisDecl). Nodes are frozen;
@@ -304,7 +305,7 @@ def _rule(method):
     """
     def wrapper(self, children):
         kept = [c for c in children if not isinstance(c, Token) or c.type in _KEPT]
-        return method(self, children, kept)
+        return self._nested(method(self, children, kept), kept)
     wrapper.__name__ = method.__name__
     return wrapper
 
@@ -318,12 +319,40 @@ class _DtypeWord(str):
         return self
 
 
+# Nodes that do not nest: statements, declarations and the blocks that hold them pass their
+# parts' depth on unchanged; a leaf (a name, a number, `[a, b]`) is 0 deep; every other node is one
+# level deeper than its deepest part (`relu(x)` is 1, `x + y + z` is 2).
+_FLAT = ("Use", "AxisDecl", "AxisItem", "NameParam", "Param", "ParamStmt", "Assign", "Return", "Require",
+         "CircuitDef", "Keyword")
+
+
 class _ToAst(Transformer):
-    """Builds AST nodes while the LALR parser reduces (no intermediate tree)."""
+    """Builds AST nodes while the LALR parser reduces (no intermediate tree).
+
+    Each node's nesting depth is counted as it is built (bottom up, so without recursion), and a
+    node deeper than limits.MAX_NESTING stops the parse with a span error: everything after the
+    parser (checker, formatter, evaluator) walks the tree recursively, one or a few frames a level.
+    """
 
     def __init__(self, file: str):
         super().__init__(visit_tokens=False)
         self.file = file
+        self.depths: dict[int, int] = {}
+
+    def _nested(self, result, kept):
+        if not isinstance(result, (Node, tuple)) or any(result is c for c in kept):  # `(x)` is as deep as x
+            return result
+        depths = self.depths
+        parts = [depths.get(id(c), 0) for c in kept if isinstance(c, (Node, tuple))]
+        flat = not parts or isinstance(result, tuple) or type(result).__name__ in _FLAT  # a leaf is 0 deep
+        depth = max(parts, default=0) if flat else max(parts) + 1
+        if depth > MAX_NESTING:
+            raise CircuitSyntaxError(
+                f"this is nested {depth} levels deep; the limit is {MAX_NESTING} (limits.MAX_NESTING)",
+                result.span if isinstance(result, Node) else self._span(kept),
+                hint="name the parts: t = ...; each assignment starts the nesting afresh")
+        depths[id(result)] = depth
+        return result
 
     def _span(self, children) -> Span:
         """From the first to the last token of a rule (all tokens are kept)."""
@@ -339,6 +368,7 @@ class _ToAst(Transformer):
     def size_int(self, meta, children):
         tok = children[0]
         text = str(tok)
+        self._literal(tok)
         if not text.isdigit():
             raise CircuitSyntaxError(f"a size must be a whole number, got {text}", self._tok(tok),
                                      hint="sizes are integers, axis names, + - * // and parentheses")
@@ -469,7 +499,17 @@ class _ToAst(Transformer):
     @_rule
     def number(self, meta, children):
         tok = children[0]
-        return Number(float(tok), str(tok), self._tok(tok))
+        self._literal(tok)
+        value = float(tok)
+        if value == float("inf"):
+            raise CircuitSyntaxError(f"the number {tok} is too large for a float (the largest is about 1.8e308)",
+                                     self._tok(tok), hint="for an infinity, write inf")
+        return Number(value, str(tok), self._tok(tok))
+
+    def _literal(self, tok: Token) -> None:
+        if len(tok) > MAX_LITERAL_DIGITS:
+            raise CircuitSyntaxError(f"this number literal has {len(tok)} characters; the limit is "
+                                     f"{MAX_LITERAL_DIGITS} (limits.MAX_LITERAL_DIGITS)", self._tok(tok))
 
     def _binop(op):
         @_rule
@@ -586,9 +626,14 @@ def parse_module(text: str, file: str = "<text>") -> Module:
     Raises:
         CircuitSyntaxError: with the span and what was expected.
     """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_PROGRAM_BYTES:
+        raise CircuitSyntaxError(f"{file} is {size:,} bytes; the limit is {MAX_PROGRAM_BYTES:,} "
+                                 f"(limits.MAX_PROGRAM_BYTES), so it was not parsed", Span(file, 1, 1, 1, 2))
     parser = _ast_parser()
     transformer = parser.options.transformer
     transformer.file = file
+    transformer.depths = {}
     if not text.endswith("\n"):
         text = text + "\n"
     try:
@@ -608,6 +653,8 @@ def parse_module(text: str, file: str = "<text>") -> Module:
         line = _dedent_line(text)
         raise CircuitSyntaxError("unindent does not match any outer indentation level",
                                  Span(file, line, 1, line, 2), source=text) from None
+    finally:
+        transformer.depths = {}
     uses, axes, circuits = [], [], []
     for it in items:
         if isinstance(it, Use):

@@ -74,7 +74,7 @@ def test_tabs_and_crlf():
 
 
 def test_numbers():
-    text = "axis d = 4\ncircuit F(x: [d]) -> [d]:\n    return x * 1e-3 + x * 0.5 + x * 3 + x * .5 - inf * 0\n"
+    text = "axis d = 4\ncircuit F(x: [d]) -> [d]:\n    return x * 1e-3 + x * 0.5 + x * 3 + x * .5 - inf * 2\n"
     assert diagrammar.parse(text)["F"]
 
 

@@ -24,9 +24,9 @@ from ..errors import (
     UnknownName,
     WrongArity,
 )
-from ..ir import Axis, Size, TensorType, TupleType, const_label, eval_const
+from ..ir import Axis, Size, TensorType, TupleType, const_label
 from ..ops import REQUIRED
-from .consts import check_int32
+from .consts import check_float, check_int32, folded
 from .hints import _did_you_mean, type_table
 from .rules import TYPING
 from .sizes import eval_size
@@ -145,6 +145,8 @@ class _CircuitChecker(_Statements):
     def materialise(self, c: C, span, dtype: str = "float") -> T:
         if dtype == "int":
             check_int32(self, c.tree, span)
+        else:
+            check_float(self, c.tree, span)
         return self.add_box("const", [], [TensorType((), dtype)], span,
                             attrs={"value": c.tree, "label": const_label(c.tree)})[0]
 
@@ -198,11 +200,13 @@ class _CircuitChecker(_Statements):
                      hint="for example: d -> hidden, or (heads, dk) -> d")
         return self.axis_names(node.src, what), self.axis_names(node.dst, what)
 
-    def const_number(self, node, what) -> float:
+    def const_number(self, node, what, finite: bool = True) -> float:
+        """The value of a constant argument; an InvalidArgument where it has none, and (unless
+        `finite` is False) where it is an infinity."""
         v = self.expr(node)
         if not isinstance(v, C):
             self.err(InvalidArgument, f"{what} must be a number known when checking", node.span)
-        return eval_const(v.tree, {}) if not _has_free(v.tree) else self.err(
+        return folded(v.tree, node.span, finite=finite, what=what) if not _has_free(v.tree) else self.err(
             InvalidArgument, f"{what} must not depend on a size bound at compile time", node.span)
 
     def int_tuple(self, node, what) -> tuple[int, ...]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from .. import ops
 from .. import syntax as S
 from ..errors import InvalidArgument, ShapeMismatch, Span
-from ..ir import Init, Port, TensorType, const_label, eval_const
+from ..ir import Init, Port, TensorType
+from .consts import folded
 from .circuit import _CircuitChecker
 from .hints import type_table
 from .statements import INITIALISERS
@@ -42,10 +43,7 @@ def init_expression(ck: _CircuitChecker, node, ptype: TensorType) -> Init:
     for box in inner.b.boxes:  # it runs when the module is built: a constant without a value is found now
         tree = box.attrs.get("value")
         if box.op == "const" and not _has_free(tree):
-            try:
-                eval_const(tree)
-            except (ValueError, OverflowError, ZeroDivisionError):
-                ck.err(InvalidArgument, f"{const_label(tree)} has no value", box.span)
+            folded(tree, box.span)  # an InvalidArgument where it has none
     items = [t]
     inner.finish_statement(["init"], items)
     (t,) = items

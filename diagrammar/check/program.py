@@ -30,6 +30,7 @@ from ..errors import (
     WrongArity,
 )
 from ..ir import Axis, Diagram, Requirement, Size
+from ..limits import MAX_USE_DEPTH
 from . import generic
 from .circuit import _CircuitChecker
 from .hints import _did_you_mean
@@ -230,10 +231,16 @@ class Checker:
 
     # ---------------------------------------------------- loading files
 
-    def load_file(self, path: Path, display: str, span: Span | None = None) -> S.Module | None:
+    def load_file(self, path: Path, display: str, span: Span | None = None, depth: int = 1) -> S.Module | None:
         real = str(Path(os.path.realpath(path)))
         if real in self.modules:
             return self.modules[real]
+        if depth > MAX_USE_DEPTH:  # each file of a chain of uses is loaded inside the one before
+            self.sink.add(InvalidArgument(
+                f"this use makes a chain of {depth} files, each using the next; the limit is {MAX_USE_DEPTH} "
+                f"(limits.MAX_USE_DEPTH), so {display} was not read", span,
+                hint="use the files from one file that lists them, rather than each from the one before"))
+            return None
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
@@ -242,9 +249,9 @@ class Checker:
         except OSError as e:
             self.sink.add(UseNotFound(f"cannot read {display}: {e.strerror}", span))
             return None
-        return self.load_text(text, display, real, base=path.parent)
+        return self.load_text(text, display, real, base=path.parent, depth=depth)
 
-    def load_text(self, text: str, display: str, key: str, base: Path | None) -> S.Module | None:
+    def load_text(self, text: str, display: str, key: str, base: Path | None, depth: int = 1) -> S.Module | None:
         self.sources[display] = text
         try:
             module = S.parse_module(text, display)
@@ -255,11 +262,11 @@ class Checker:
             return None
         self.modules[key] = module
         for use in module.uses:
-            self._resolve_use(use, base)
+            self._resolve_use(use, base, depth)
         self._collect(module)
         return module
 
-    def _resolve_use(self, use: S.Use, base: Path | None):
+    def _resolve_use(self, use: S.Use, base: Path | None, depth: int = 1):
         rel = use.path
         if not rel.endswith(".circuit"):
             self.sink.add(UseNotFound(f"use names a .circuit file, got {rel!r}", use.span))
@@ -278,7 +285,7 @@ class Checker:
                     hint="search roots: " + ", ".join(self._display(r) for r in self.roots)))
                 return
             if real.is_file():
-                self.load_file(real, self._display(real), use.span)
+                self.load_file(real, self._display(real), use.span, depth + 1)
                 return
         self.sink.add(UseNotFound(f"no file {rel!r} next to this file or in diagrammar's circuits/", use.span))
 

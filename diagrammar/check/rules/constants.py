@@ -6,7 +6,8 @@ element: nothing here carries a batch axis.
 from __future__ import annotations
 
 from ...errors import InvalidArgument
-from ...ir import TensorType, const_label, eval_const
+from ...ir import TensorType, const_label
+from ..consts import folded
 from ..values import C, _has_free
 from . import typing_rule
 
@@ -24,9 +25,9 @@ def full(ck, op, node, args):
                "for a wire x, x * full([axes], 1) broadcasts it")
     if not _has_free(v.tree):
         try:
-            eval_const(v.tree)
-        except (ValueError, OverflowError, ZeroDivisionError):
-            ck.err(InvalidArgument, f"full's value {const_label(v.tree)} has no value", args["value"].span)
+            folded(v.tree, args["value"].span)
+        except InvalidArgument as e:
+            ck.err(InvalidArgument, f"full's value {e.message}", args["value"].span, hint=e.hint)
     out = TensorType(axes)
     return ck.add_box("full", [], [out], node.span, roles={a.name: "produced" for a in axes},
                       attrs={"axes": tuple(a.name for a in axes), "value": v.tree, "label": const_label(v.tree)})[0]

@@ -334,7 +334,7 @@ def pad(ck, op, node, args):
     src, dst = _over(ck, args["over"], "pad")
     n = len(src)
     padding = _padding(ck, args["padding"], "pad", n, ())
-    value = 0.0 if args["value"] is None else ck.const_number(args["value"], "pad's value")
+    value = 0.0 if args["value"] is None else ck.const_number(args["value"], "pad's value", finite=False)
     dtype = x.type.dtype
     if dtype != "float" and (not math.isfinite(value) or value != int(value)
                              or dtype == "bool" and value not in (0, 1)):
