@@ -61,6 +61,16 @@ def _per_axis(ck, node, n_axes, what, least, default) -> tuple[int, ...]:
     return vals
 
 
+def _widen(ck, values: tuple[int, ...], n_axes: int, message: str, span) -> tuple[int, ...]:
+    """`values` for every spatial axis: one number stands for all of them; otherwise one per axis, or
+    WrongArity with `message` (the typed numbers' counterpart of `_per_axis`)."""
+    if len(values) == 1 and n_axes > 1:
+        return values * n_axes
+    if len(values) != n_axes:
+        ck.err(WrongArity, message, span)
+    return values
+
+
 def _pair(ck, node, what) -> tuple[int, int]:
     if not isinstance(node, S.TupleExpr) or len(node.items) != 2:
         ck.err(InvalidArgument, f"a padding pair is (lo, hi); {what} got {len(node.items)} numbers", node.span)
@@ -212,14 +222,8 @@ def conv(ck, op, node, args):
     cin, cins, cin_ax, cout, couts, cout_ax = channels
     src, dst = _over(ck, args["over"], "conv")
     n = len(src)
-    if len(kernel) == 1 and n > 1:
-        kernel = kernel * n
-    if len(kernel) != n:
-        ck.err(WrongArity, f"conv has {n} spatial axes but a window of {len(kernel)}", args["over"].span)
-    if len(stride) == 1 and n > 1:
-        stride = stride * n
-    if len(stride) != n:
-        ck.err(WrongArity, f"conv's stride has {len(stride)} entries for {n} axes", args["over"].span)
+    kernel = _widen(ck, kernel, n, f"conv has {n} spatial axes but a window of {len(kernel)}", args["over"].span)
+    stride = _widen(ck, stride, n, f"conv's stride has {len(stride)} entries for {n} axes", args["over"].span)
     dilation = _per_axis(ck, args["dilation"], n, "conv's dilation", 1, 1)
     groups = 1 if args["groups"] is None else _whole(ck, args["groups"], "conv's groups", 1)
     padding = "same" if args["padding"] is None else _padding(ck, args["padding"], "conv", n, _WORDS)
@@ -262,10 +266,7 @@ def conv_transpose(ck, op, node, args):
     cin, cin_ax = channels[0], channels[2]
     src, dst = _over(ck, args["over"], what)
     n = len(src)
-    if len(kernel) == 1 and n > 1:
-        kernel = kernel * n
-    if len(kernel) != n:
-        ck.err(WrongArity, f"{what} has {n} spatial axes but a kernel of {len(kernel)}", args["over"].span)
+    kernel = _widen(ck, kernel, n, f"{what} has {n} spatial axes but a kernel of {len(kernel)}", args["over"].span)
     stride = _per_axis(ck, args["stride"], n, f"{what}'s stride", 1, 1)
     padding = ((0, 0),) * n if args["padding"] is None else _padding(ck, args["padding"], what, n, ())
     out_pad = _per_axis(ck, args["output_padding"], n, f"{what}'s output_padding", 0, 0)
@@ -297,14 +298,8 @@ def pool(ck, op, node, args):
     op = "max" if args["op"] is None else ck.word(args["op"], "pool's op", ("max", "mean"))
     src, dst = _over(ck, args["over"], "pool")
     n = len(src)
-    if len(window) == 1 and n > 1:
-        window = window * n
-    if len(window) != n:
-        ck.err(WrongArity, f"pool has {n} spatial axes but a window of {len(window)}", args["over"].span)
-    if len(stride) == 1 and n > 1:
-        stride = stride * n
-    if len(stride) != n:
-        ck.err(WrongArity, f"pool's stride has {len(stride)} entries for {n} axes", args["over"].span)
+    window = _widen(ck, window, n, f"pool has {n} spatial axes but a window of {len(window)}", args["over"].span)
+    stride = _widen(ck, stride, n, f"pool's stride has {len(stride)} entries for {n} axes", args["over"].span)
     padding = "valid" if args["padding"] is None else _padding(ck, args["padding"], "pool", n, ("valid",))
     if padding != "valid":
         for (name, span), (lo, hi), w in zip(src, padding, window):
