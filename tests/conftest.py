@@ -22,3 +22,23 @@ def _run_from_repository_root():
     os.chdir(root)
     yield
     os.chdir(old)
+
+
+TINY_MODADD = """# A tiny modular-addition MLP for command-line and training-run tests.
+axis p = 7
+axis arg = 2
+axis hidden = 8
+
+circuit Tiny(a: int[], b: int[]) -> [p]:
+    x = stack(onehot(a, p), onehot(b, p), along = arg)
+    h = relu(linear(x, (arg, p) -> hidden))
+    return linear(h, hidden -> p)
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path) -> str:
+    """The path of a file holding TINY_MODADD (a model that trains in a second)."""
+    path = tmp_path / "tiny.circuit"
+    path.write_text(TINY_MODADD)
+    return str(path)

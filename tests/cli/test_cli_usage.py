@@ -4,29 +4,12 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import diagrammar
 from diagrammar.cli import COMMANDS, main
-
-TINY = """# A tiny modular-addition MLP for command-line tests.
-axis p = 7
-axis arg = 2
-axis hidden = 8
-
-circuit Tiny(a: int[], b: int[]) -> [p]:
-    x = stack(onehot(a, p), onehot(b, p), along = arg)
-    h = relu(linear(x, (arg, p) -> hidden))
-    return linear(h, hidden -> p)
-"""
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.circuit"
-    path.write_text(TINY)
-    return str(path)
 
 
 def test_one_module_per_verb():
@@ -140,9 +123,9 @@ def test_misuses_found_when_running(argv, code, message, tiny, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.circuit"]  # no output, no run folder left
 
 
-def test_train_over_the_parameter_budget_refuses_before_allocating(tmp_path, capsys):
+def test_train_over_the_parameter_budget_refuses_before_allocating(tiny, tmp_path, capsys):
     big = tmp_path / "big.circuit"
-    big.write_text(TINY.replace("axis hidden = 8", "axis hidden = 8\naxis wide = 32768, wider = 32769")
+    big.write_text(Path(tiny).read_text().replace("axis hidden = 8", "axis hidden = 8\naxis wide = 32768, wider = 32769")
                    .replace("    return linear(h, hidden -> p)",
                             "    g = linear(linear(h, hidden -> wide), wide -> wider)\n"
                             "    return linear(linear(g, wider -> wide), wide -> p)"))

@@ -17,21 +17,6 @@ from diagrammar.cli import main
 from diagrammar.train import checkpoint as ckpt
 from diagrammar.train import loop, rundir
 
-TINY = """axis p = 7, arg = 2, hidden = 8
-
-circuit Tiny(a: int[], b: int[]) -> [p]:
-    x = stack(onehot(a, p), onehot(b, p), along = arg)
-    h = relu(linear(x, (arg, p) -> hidden))
-    return linear(h, hidden -> p)
-"""
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.circuit"
-    path.write_text(TINY)
-    return str(path)
-
 
 def train(tiny, out, *more, steps=20):
     return main(["train", tiny, "--circuit", "Tiny", "--steps", str(steps), "--steps-per-call", "10",
