@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -384,24 +385,24 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     title_y = MARGIN + 12
     top = title_y + 14 + (len(title_lines) - 1) * 16
     main = _body(diagram, depth if inline else 0, ctx, "", one_row, max_width)
-    def rewrap(body, path):
-        return lambda width: _body(body, 0, ctx, path + ".", one_row, width)
+    subs = [] if inline else definitions(diagram, depth)
 
-    defs = [] if inline else [(title, path, _body(body, 0, ctx, path + ".", one_row, max_width),
-                               None if one_row else rewrap(body, path))
-                              for title, path, body in definitions(diagram, depth)]
+    def drawn(body, path, width):
+        return _body(body, 0, ctx, path + ".", one_row, width)
+
+    defs = [(title, path, drawn(body, path, max_width), None if one_row else functools.partial(drawn, body, path))
+            for title, path, body in subs]
     parts: list[Layout] = []
     heads: list[tuple[list, list, list]] = []
     free: list = []
-    captions = {title: "for " + call_binding_of(body) for title, _, body in definitions(diagram, depth)
-                if call_binding_of(body)}
+    bindings = {title: call_binding_of(body) for title, _, body in subs}
+    captions = {title: "for " + b for title, b in bindings.items() if b}
     y = _shelves(main, defs, max_width, top, parts, heads, free, captions)
     width_now = max(max(p.width for p in parts), main.width)
     if len(defs) > 1 and not one_row and (y - top) * 6.5 / max(width_now, 1.0) > 6.0:
         # tall: try the definitions in two columns, each wrapped to half the page, and keep the shorter
         half = (max_width - DEF_SIDE_GAP) / 2
-        narrow = [(title, path, _body(body, 0, ctx, path + ".", one_row, half + MARGIN))
-                  for title, path, body in definitions(diagram, depth)]
+        narrow = [(title, path, drawn(body, path, half + MARGIN)) for title, path, body in subs]
         parts2: list[Layout] = []
         heads2: list[tuple[list, list, list]] = []
         free2: list = []

@@ -430,11 +430,12 @@ def _drop_orphan_labels(r: "_Row"):
     def carried(lb) -> bool:
         return any(abs(y - lb.line_y) < 0.6 and x0 <= lb.x + 1.0 and lb.x + lb.w - 1.0 <= x1 for x0, x1, y in runs)
 
-    orphans = [lb for _, lb in r.labels if lb.kind == "axis" and not carried(lb)]
-    if not orphans:
+    orphan = [lb.kind == "axis" and not carried(lb) for _, lb in r.labels]
+    if not any(orphan):
         return
+    orphans = [lb for (_, lb), o in zip(r.labels, orphan) if o]
     gone = {(lb.text, round(lb.line_y - 3.0, 2)) for lb in orphans}
-    r.labels = [(i, lb) for i, lb in r.labels if not (lb.kind == "axis" and not carried(lb))]
+    r.labels = [item for item, o in zip(r.labels, orphan) if not o]
     r.shapes[4] = [s for s in r.shapes[4] if not (isinstance(s, Text) and s.role == "axis"
                                                    and (s.text, round(s.y, 2)) in gone
                                                    and any(lb.x - 1 <= s.x <= lb.x + lb.w for lb in orphans))]
