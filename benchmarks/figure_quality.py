@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import diagrammar
 from diagrammar import _resources
-from diagrammar.backends.svg import axis_formulas, layout, to_svg
+from diagrammar.backends.svg import axis_formulas, layout, to_svg_pages
 from diagrammar.backends.svg.quality import (
     HEIGHT_IN_MAX,
     LABEL_PT_MIN,
@@ -49,6 +49,8 @@ Figure quality of the gallery (each figure printed 6.5 in wide)
   pileups    places where 3+ wire subpaths cross within 3 px
   label_pt   smallest axis label in points       flag <6pt when under {pt:g} pt
   height_in  figure height in inches             flag >9in when over {inch:g} in
+             (a figure continued on more pages: its tallest page; crossings and pileups of all pages)
+  pages      printed pages (a figure taller than a page continues on the next)
   then       crossings of the same figure in the gallery at {rev} ('-': not there)
 """
 
@@ -90,6 +92,15 @@ def flags(m: dict) -> list[str]:
     return out
 
 
+def combined(pages: list[dict]) -> dict:
+    """A figure of several printed pages measured as one: crossings and pileups added up, the smallest
+    label and the tallest page (each page must fit), and how many pages."""
+    pts = [m["label_pt"] for m in pages if m["label_pt"] is not None]
+    return {"crossings": sum(m["crossings"] for m in pages), "pileups": sum(m["pileups"] for m in pages),
+            "label_pt": min(pts) if pts else None, "page_height_in": max(m["page_height_in"] for m in pages),
+            "pages": len(pages)}
+
+
 def disagreements(ours: dict, theirs: dict) -> list[str]:
     return [f"{k} {ours[k]} vs referee {theirs.get(k)}" for k in COMPARED if ours[k] != theirs.get(k)]
 
@@ -100,9 +111,9 @@ def run(rev: str, referee_path: str | None) -> dict:
     rows, disagree = [], []
     for file, label, depth, d, program in figures(_resources.circuits_dir()):
         fig = layout(d, depth=depth, axis_formulas=axis_formulas(program))
-        now = measure(fig)
+        now = combined([measure(page) for page in [fig] + list(fig.pages)])
         row = {"file": file, "name": label, "depth": depth, **{k: now[k] for k in COMPARED},
-               "flags": flags(now), "then": None}
+               "pages": now["pages"], "flags": flags(now), "then": None}
         old = baseline_svg(rev, file)
         if old is not None:
             then = measure_svg(old)
@@ -111,7 +122,7 @@ def run(rev: str, referee_path: str | None) -> dict:
                 bad = disagreements(then, referee.measure_text(old))
                 disagree += [f"{file} at {rev}: {b}" for b in bad]
         if referee is not None:
-            bad = disagreements(now, referee.measure_text(to_svg(fig)))
+            bad = disagreements(now, combined([referee.measure_text(svg) for svg in to_svg_pages(fig)]))
             disagree += [f"{file} now: {b}" for b in bad]
         rows.append(row)
     seconds = time.perf_counter() - t0
@@ -161,11 +172,11 @@ def _fmt(v) -> str:
 def print_report(result: dict, rev: str) -> None:
     print(HEADER.format(pt=LABEL_PT_MIN, inch=HEIGHT_IN_MAX, rev=rev))
     print(f"{'figure':<42} {'depth':>5} {'crossings':>9} {'pileups':>7} {'label_pt':>8} {'height_in':>9}"
-          f"  {'<6pt':<4} {'>9in':<4} {'then':>5}")
+          f" {'pages':>5}  {'<6pt':<4} {'>9in':<4} {'then':>5}")
     for r in result["rows"]:
         then = "-" if r["then"] is None else str(r["then"]["crossings"])
         print(f"{r['name']:<42} {r['depth']:>5} {r['crossings']:>9} {r['pileups']:>7} {_fmt(r['label_pt']):>8} "
-              f"{_fmt(r['page_height_in']):>9}  {'x' if '<6pt' in r['flags'] else '':<4} "
+              f"{_fmt(r['page_height_in']):>9} {r['pages']:>5}  {'x' if '<6pt' in r['flags'] else '':<4} "
               f"{'x' if '>9in' in r['flags'] else '':<4} {then:>5}")
     t = result["totals"]
     print()

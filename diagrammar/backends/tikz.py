@@ -71,14 +71,15 @@ def _path(cmds) -> str:
 
 
 def to_tikz(fig: Layout) -> str:
-    """A layout as a standalone LaTeX document with one tikzpicture."""
+    """A layout as a standalone LaTeX document: one tikzpicture, a page, per page of the figure."""
     with gc_paused():
         return _tikz(fig)
 
 
 def _tikz(fig: Layout) -> str:
+    pages = [fig] + list(fig.pages)
     colors: dict[str, str] = {}
-    for s in fig.shapes:
+    for s in (s for page in pages for s in page.shapes):
         for c in (getattr(s, "stroke", None), getattr(s, "fill", None), getattr(s, "color", None)):
             if c:
                 colors.setdefault(c.lower(), "")
@@ -96,8 +97,16 @@ def _tikz(fig: Layout) -> str:
     ]
     for c, name in sorted(colors.items(), key=lambda kv: int(kv[1][2:])):
         lines.append(rf"\definecolor{{{name}}}{{HTML}}{{{c.lstrip('#').upper()}}}")
-    lines += [
-        r"\begin{document}",
+    lines.append(r"\begin{document}")
+    for page in pages:
+        lines += _picture(page, col)
+    lines.append(r"\end{document}")
+    return "\n".join(lines) + "\n"
+
+
+def _picture(fig: Layout, col) -> list[str]:
+    """One page of a figure as a tikzpicture (the standalone class puts each on a page of its own)."""
+    lines = [
         r"\begin{tikzpicture}[x=1pt, y=-1pt, line cap=round, line join=round, font=\sffamily]",
         rf"\useasboundingbox (0,0) rectangle {_pt(fig.width, fig.height)};",
     ]
@@ -136,8 +145,8 @@ def _tikz(fig: Layout) -> str:
                 font += r"\itshape"
             lines.append(rf"\node[anchor={anchor}, inner sep=0pt, text={col(s.color)}, font={{\sffamily{font}}}] "
                          f"at {_pt(s.x, s.y)} {{{tex_escape(s.text)}}};")
-    lines += [r"\end{tikzpicture}", r"\end{document}"]
-    return "\n".join(lines) + "\n"
+    lines.append(r"\end{tikzpicture}")
+    return lines
 
 
 def render_tikz(diagram, *, depth: int | None = 0, annotations: dict[str, str] | None = None,

@@ -129,7 +129,7 @@ def _results_section(results_dir: Path | None) -> list[str]:
 def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]:
     """File name -> content of every file the gallery holds (the plots in ``results_dir`` are only linked)."""
     from .. import load
-    from ..backends.svg import axis_formulas, render_svg
+    from ..backends.svg import axis_formulas, render_pages
     from .render import own_circuits
 
     files: dict[str, str] = {}
@@ -147,7 +147,8 @@ def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]
         "each sub-circuit it calls drawn once below it as a definition, \"Name = body\"",
         "(`diagrammar render FILE --depth 1`). Figures wider than a page wrap into rows: wires carry",
         "on from an arrowhead at the end of one row to an arrowhead at the start of the next, and a",
-        "wire that skips a whole row is stored (`→ name`) and loaded again (`name →`).",
+        "wire that skips a whole row is stored (`→ name`) and loaded again (`name →`). A figure that",
+        "would print over 9 inches tall at 6.5 inches wide continues on a second page (`NAME-2.svg`).",
         "",
     ]
     results = _results_section(results_dir)
@@ -163,16 +164,24 @@ def build(circuits_dir: Path, results_dir: Path | None = None) -> dict[str, str]
         for name in own_circuits(program):
             d = program[name]
             base = f"{path.stem}.{name}"
-            files[f"{base}.svg"] = render_svg(d, axis_formulas=formulas)
-            index += [f"### {name}", "", f"`{d.summary()}`", "", f"![{name}]({base}.svg)", ""]
+
+            def figure(stem: str, alt: str, depth: int | None) -> list[str]:
+                """Write the figure's pages (usually one) and return the index lines that show them."""
+                pages = render_pages(d, depth=depth, axis_formulas=formulas)
+                shown = []
+                for i, page in enumerate(pages, start=1):
+                    file = f"{stem}.svg" if i == 1 else f"{stem}-{i}.svg"
+                    files[file] = page
+                    shown += [f"![{alt}{'' if i == 1 else f', continued ({i})'}]({file})", ""]
+                return shown
+
+            index += [f"### {name}", "", f"`{d.summary()}`", ""] + figure(base, name, 0)
             if _has_body(d):
-                files[f"{base}.depth1.svg"] = render_svg(d, depth=1, axis_formulas=formulas)
-                index += ["With the sub-circuits it calls (`--depth 1`):", "",
-                          f"![{name}, with its sub-circuits]({base}.depth1.svg)", ""]
+                index += ["With the sub-circuits it calls (`--depth 1`):", ""]
+                index += figure(f"{base}.depth1", f"{name}, with its sub-circuits", 1)
             if (path.stem, name) in WHOLE_MODELS:
-                files[f"{base}.all.svg"] = render_svg(d, depth=None, axis_formulas=formulas)
-                index += ["The whole model, every level (`diagrammar render` with no `--depth`):", "",
-                          f"![{name}, the whole model]({base}.all.svg)", ""]
+                index += ["The whole model, every level (`diagrammar render` with no `--depth`):", ""]
+                index += figure(f"{base}.all", f"{name}, the whole model", None)
     index += results
     files[INDEX] = "\n".join(index).rstrip() + "\n"
     return files

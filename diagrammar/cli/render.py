@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import BadArgument, MissingDependency
 from . import _args, _files
 
-__all__ = ["FORMATS", "add_arguments", "own_circuits", "run"]
+__all__ = ["FORMATS", "add_arguments", "own_circuits", "page_path", "run"]
 
 FORMATS = (".svg", ".png", ".tex", ".dot")
 
@@ -31,6 +31,10 @@ def add_arguments(parser) -> None:
                         help="draw the shown calls expanded in place, as tinted panels, instead of as definitions")
     parser.add_argument("--one-row", action="store_true",
                         help="never break a wide figure into rows (by default rows wrap to fit a page)")
+    parser.add_argument("--one-page", action="store_true",
+                        help="keep a tall figure on one page (by default a figure that would print over 9 in "
+                             "tall at 6.5 in wide continues on OUT-2.svg, OUT-3.svg, ...; TikZ puts every "
+                             "page in one document)")
     parser.add_argument("--style", choices=("screen", "paper", "mono"), default="screen",
                         help="screen (default); paper: print-safe colours, larger printed labels, sizes on "
                              "input wires; mono: the same in black")
@@ -87,6 +91,7 @@ def run(args) -> int:
         out = f"{name}.svg"
         _files.check_output(out)
     suffix = ".svg" if out == "-" else Path(out).suffix.lower()
+    more: list = []
 
     if suffix == ".dot":
         try:
@@ -114,19 +119,33 @@ def run(args) -> int:
                 raise MissingDependency(f"--cost needs the cost backend, which is not available in this "
                                         f"install ({e})") from None
         fig = layout(diagram, depth=args.depth, annotations=annotations, axis_formulas=axis_formulas(program),
-                     inline=args.inline, one_row=args.one_row, style=args.style)
+                     inline=args.inline, one_row=args.one_row, style=args.style,
+                     paged=not args.one_page and out != "-")
         if suffix == ".tex":
             from ..backends.tikz import to_tikz
             data = to_tikz(fig)
-        elif suffix == ".png":
-            data = cairosvg.svg2png(bytestring=to_svg(fig).encode("utf-8"), scale=2.0)
         else:
-            data = to_svg(fig)
+            from ..backends.svg import to_svg_pages
+            pages = to_svg_pages(fig)
+            if suffix == ".png":
+                pages = [cairosvg.svg2png(bytestring=page.encode("utf-8"), scale=2.0) for page in pages]
+            data, more = pages[0], pages[1:]
     if out == "-":
         sys.stdout.write(data if isinstance(data, str) else data.decode("utf-8"))
         sys.stdout.flush()
         return 0
-    _files.write_atomic(out, data)
+    outs = [out] + [page_path(out, i) for i in range(2, len(more) + 2)]
+    for path in outs[1:]:
+        _files.check_output(path, what="-o")
+    for path, page in zip(outs, [data] + more):
+        _files.write_atomic(path, page)
     shown = "all levels" if args.depth is None else f"depth {args.depth}"
-    print(f"wrote {out} ({name}, {shown})", file=sys.stderr)
+    pages_note = f"; it continues on {', '.join(outs[1:])} (--one-page keeps one page)" if more else ""
+    print(f"wrote {out} ({name}, {shown}){pages_note}", file=sys.stderr)
     return 0
+
+
+def page_path(out: str, number: int) -> str:
+    """Where page `number` (2, 3, ...) of a figure written to `out` goes: fig.svg -> fig-2.svg."""
+    p = Path(out)
+    return str(p.with_name(f"{p.stem}-{number}{p.suffix}"))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import diagrammar
 from diagrammar.backends.svg import axis_formulas, render_png, render_svg
 from diagrammar.backends.svg.layout import Circle, Path as PathShape, Text, layout, text_width
-from diagrammar.backends.svg.page import definitions
+from diagrammar.backends.svg.page import definitions, stack_pages
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 ZOO = sorted(Path("circuits").glob("*.circuit"))
@@ -115,7 +115,7 @@ CONTAINERS = ("panel", "repeat")
 
 
 def check_layout(diagram, depth: int, inline: bool = False):
-    fig = layout(diagram, depth=depth, inline=inline)
+    fig = stack_pages(layout(diagram, depth=depth, inline=inline))  # every printed page, one under another
     # every wire of the IR is drawn, each axis as a track that carries its label
     drawn: dict[tuple[str, str], list] = {}
     for t in fig.tracks:
@@ -490,3 +490,46 @@ def test_a_box_over_a_bundle_whose_tracks_are_not_in_axis_order():
     fig = check_layout(d, 0)
     out = {t.axis: t.y for t in fig.tracks if t.wire == "out" and t.x1 - t.x0 > 1}
     assert len(set(out.values())) == len(out) == 3, out
+
+
+# ---------------------------------------------------------------- a figure taller than a page
+
+def test_a_figure_taller_than_a_page_continues_on_the_next():
+    program = _program("workspace")
+    d = program["WorkspaceDigits"]
+    fig = layout(d, depth=1, axis_formulas=axis_formulas(program))
+    assert len(fig.pages) == 1
+    second = fig.pages[0]
+    titles = [[t.text for t in page.shapes if isinstance(t, Text) and t.role == "title" and t.text != "="]
+              for page in (fig, second)]
+    assert titles[1] == ["WorkspaceDigits (continued)"] and titles[0][0].startswith("WorkspaceDigits(")
+    # each page fits: at most 9 in tall printed 6.5 in wide
+    for page in (fig, second):
+        assert page.height * 6.5 / page.width <= 9.0
+    # every definition is on exactly one page, and each page's legend lists the axes it draws
+    heads = [[b.path for b in page.boxes if b.kind == "definition"] for page in (fig, second)]
+    assert sorted(heads[0] + heads[1]) == sorted("=" + t for t, _, _ in definitions(d, 1))
+    assert not set(heads[0]) & set(heads[1])
+    for page in (fig, second):
+        drawn = {t.axis for t in page.tracks if t.axis}
+        assert drawn <= {name for name, _, _ in page.legend}
+    # one page on request, the same content
+    one = layout(d, depth=1, axis_formulas=axis_formulas(program), paged=False)
+    assert not one.pages and one.height * 6.5 / one.width > 9.0
+    assert sorted(b.path for b in one.boxes) == sorted(b.path for b in stack_pages(fig).boxes)
+
+
+def test_pages_are_written_one_document_each_and_stacked_for_the_screen():
+    from diagrammar.backends.svg import render_pages, to_svg_pages
+    program = _program("workspace")
+    d = program["WorkspaceDigits"]
+    pages = render_pages(d, depth=1, axis_formulas=axis_formulas(program))
+    assert len(pages) == 2 and all(p.startswith("<?xml") and p.count("<svg ") == 1 for p in pages)
+    assert "WorkspaceDigits (continued)" in pages[1] and "WorkspaceDigits (continued)" not in pages[0]
+    whole = render_svg(d, depth=1, axis_formulas=axis_formulas(program))
+    assert whole.count("<svg ") == 1 and "WorkspaceDigits (continued)" in whole
+    fig = layout(d, depth=1, axis_formulas=axis_formulas(program))
+    assert to_svg_pages(fig) == pages
+    # a figure that fits is one page, as before
+    small = layout(program["Increment"], depth=0)
+    assert small.pages == [] and len(to_svg_pages(small)) == 1

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 import diagrammar
-from diagrammar.backends.svg import axis_formulas, layout, to_svg
+from diagrammar.backends.svg import axis_formulas, layout, stack_pages, to_svg
 from diagrammar.backends.svg.geometry import BoxGeom, LabelGeom, Layout, Text, TrackGeom
 from diagrammar.backends.svg.geometry import Path as PathShape
 from diagrammar.backends.svg.quality import (
+    HEIGHT_IN_MAX,
+    LABEL_PT_MIN,
     crossing_points,
     label_overlaps,
     measure,
@@ -135,7 +137,18 @@ IDS = [f"{n}.d{d}" for n, d, _, _ in FIGURES]
 
 
 def figure(program, name, depth, **kw) -> Layout:
-    return layout(program[name], depth=depth, axis_formulas=axis_formulas(program), **kw)
+    """The whole figure, its printed pages (when it has more than one) one under another."""
+    return stack_pages(layout(program[name], depth=depth, axis_formulas=axis_formulas(program), **kw))
+
+
+@pytest.mark.parametrize("label,depth,program,name", FIGURES, ids=IDS)
+def test_every_page_of_the_zoo_prints(label, depth, program, name):
+    """DESIGN.md's page: printed 6.5 in wide, labels at 6 pt or more and each page at most 9 in tall."""
+    fig = layout(program[name], depth=depth, axis_formulas=axis_formulas(program))
+    for number, page in enumerate([fig] + list(fig.pages), start=1):
+        m = measure(page)
+        assert m["label_pt"] is None or m["label_pt"] >= LABEL_PT_MIN, (number, m)
+        assert m["page_height_in"] <= HEIGHT_IN_MAX, (number, m)
 
 
 @pytest.mark.parametrize("label,depth,program,name", FIGURES, ids=IDS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import diagrammar
-from diagrammar.backends.svg import axis_formulas, layout, render_svg, to_svg
+from diagrammar.backends.svg import axis_formulas, layout, render_svg, stack_pages, to_svg
 from diagrammar.backends.svg.draw import _meaning
 from diagrammar.backends.svg.geometry import (
     FOLDABLE,
@@ -157,7 +157,7 @@ def test_the_referee_reads_the_same_wires_and_labels(stem, name):
     """Meaning added to the SVG changes nothing the shared referee counts: the paths whose class
     has the word "wire" are the layout's wires, and no outline, loop, arrow or separator is one."""
     program = _program(stem)
-    fig = layout(program[name], depth=None)
+    fig = stack_pages(layout(program[name], depth=None))
     svg = to_svg(fig)
     wire_els = [el for el in _elements(svg) if el.tag == NS + "path" and WIRE_WORD.search(el.get("class", ""))]
     assert len(wire_els) == sum(1 for s in fig.shapes if isinstance(s, PathShape) and s.role == "wire")

@@ -14,11 +14,12 @@ Example:
 from __future__ import annotations
 
 from ...ir import Diagram
-from .draw import to_svg
+from .draw import to_svg, to_svg_pages
 from .layout import Layout, layout
+from .page import stack_pages
 
-__all__ = ["render_svg", "render_png", "layout", "Layout", "to_svg", "repr_svg", "axis_formulas",
-           "PNG_MISSING"]
+__all__ = ["render_svg", "render_pages", "render_png", "layout", "Layout", "to_svg", "to_svg_pages",
+           "stack_pages", "repr_svg", "axis_formulas", "PNG_MISSING"]
 
 PNG_MISSING = ("PNG output needs cairosvg, which is not installed; install it with "
                "`pip install cairosvg` (or `pip install diagrammar[png]`), or write .svg instead")
@@ -38,10 +39,19 @@ def render_svg(diagram: Diagram, *, depth: int | None = 0, annotations: dict[str
             panels, ``one_row=True`` never wraps, ``style="paper"`` or ``"mono"`` for print.
 
     Returns:
-        An SVG document as a string; the same input always gives the same bytes.
+        An SVG document as a string; the same input always gives the same bytes. A figure too tall
+        for a printed page has its pages one under another (`render_pages` gives one per page).
     """
     fig = layout(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas, **options)
     return to_svg(fig)
+
+
+def render_pages(diagram: Diagram, *, depth: int | None = 0, annotations: dict[str, str] | None = None,
+                 axis_formulas: dict[str, str] | None = None, **options) -> list[str]:
+    """The figure as one SVG document per printed page (usually one): each page printed 6.5 inches
+    wide is at most 9 inches tall, its definitions continued on the next pages when they do not fit."""
+    fig = layout(diagram, depth=depth, annotations=annotations, axis_formulas=axis_formulas, **options)
+    return to_svg_pages(fig)
 
 
 def render_png(diagram: Diagram, *, depth: int | None = 0, annotations: dict[str, str] | None = None,

@@ -15,11 +15,12 @@ the box that made the wire).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from xml.sax.saxutils import escape
 
 from .layout import Circle, Layout, Path, Text, gc_paused
 
-__all__ = ["to_svg", "fmt"]
+__all__ = ["to_svg", "to_svg_pages", "fmt"]
 
 FONT = "DejaVu Sans, Verdana, Helvetica, Arial, sans-serif"
 
@@ -94,9 +95,18 @@ def _text(t: Text) -> str:
 
 
 def to_svg(fig: Layout, *, title: str | None = None) -> str:
-    """The layout as an SVG document (a string ending in a newline)."""
+    """The layout as an SVG document (a string ending in a newline); a figure of several pages has
+    them one under another (`to_svg_pages` writes one document per page)."""
+    from .page import stack_pages
     with gc_paused():
-        return _svg(fig, title)
+        return _svg(stack_pages(fig), title)
+
+
+def to_svg_pages(fig: Layout) -> list[str]:
+    """One SVG document per page of the figure: what a paper prints (a page is at most 9 in tall
+    at 6.5 in wide); the pages after the first are titled "Name (continued)"."""
+    with gc_paused():
+        return [_svg(page, None) for page in [replace(fig, pages=[])] + list(fig.pages)]
 
 
 def _svg(fig: Layout, title: str | None) -> str:

@@ -192,6 +192,7 @@ class Layout:
     layers: tuple = ()
     out_labels: list = field(default_factory=list)  # per output wire: axis -> (label index, label x)
     cuts: list = field(default_factory=list)  # x where every wire runs straight: a row may end there
+    pages: list = field(default_factory=list)  # a figure too tall for one page: the pages after this one
 
 
 def _label_box(x: float, baseline: float, text: str, size: float, bold: bool = False, anchor: str = "start"):

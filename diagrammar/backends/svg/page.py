@@ -79,7 +79,7 @@ def _legend_axes(d: Diagram, depth: int) -> dict[str, Size]:
 
 def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] | None = None,
            axis_formulas: dict[str, str] | None = None, *, inline: bool = False, one_row: bool = False,
-           style: str = "screen", max_width: float | None = None) -> Layout:
+           style: str = "screen", max_width: float | None = None, paged: bool = True) -> Layout:
     """Place a diagram: boxes, wires, labels, a title, definitions of its sub-circuits and a legend of axes.
 
     Args:
@@ -90,16 +90,19 @@ def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] 
         annotations: dotted box path (as ``Diagram.walk`` names it) -> text written under the box.
         axis_formulas: axis name -> how its size was declared (``"d // heads"``), for the legend.
         inline: draw the shown calls expanded in place, as tinted panels, instead of as definitions.
-        one_row: never break a wide figure into rows.
+        one_row: never break a wide figure into rows (nor a tall one into pages).
         style: "screen" (the default); "paper" for print: colours that stay apart in print and for
             colour-blind readers (Okabe and Ito's), rows wrapped narrower so that labels print larger
             (7.3 pt at 6.5 inches), and each input wire's size written on it (``x = 28``); "mono": the
             same in black.
         max_width: the width (px) a figure is wrapped to; by default 760 (640 for paper and mono),
             which keeps 10 px labels at 6 pt or more when the figure is printed 6.5 inches wide.
+        paged: when the figure printed 6.5 inches wide would be over 9 inches tall, continue its
+            definitions on more pages (``Layout.pages``); False keeps one tall page.
 
     Returns:
-        A Layout: shapes in paint order and an index of boxes, labels and tracks.
+        A Layout: shapes in paint order and an index of boxes, labels and tracks; the pages that
+        continue a figure too tall for one are in its `pages`.
 
     Example:
         >>> import diagrammar
@@ -112,7 +115,7 @@ def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] 
         raise ValueError(f"no style {style!r}; styles: {', '.join(STYLES)}")
     with gc_paused():
         return _layout(diagram, _levels(diagram, depth), annotations, axis_formulas, inline, one_row,
-                       STYLES[style], max_width)
+                       STYLES[style], max_width, paged)
 
 
 class Style(NamedTuple):
@@ -286,7 +289,7 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free, captions=None
     and sets `free` to [(x, y, None, height)]: the room right of each shelf, to the page's edge (the last
     shelf's with no height: the page may grow below it).
     """
-    items = [(None, "", main, main.width, 0.0)]
+    items = [] if main is None else [(None, "", main, main.width, 0.0)]
     for title, path, fig, narrow in defs:
         head_w = _head_width(title)
         if head_w + fig.width - _left_edge(fig) > max_width - MARGIN and narrow is not None:
@@ -348,8 +351,9 @@ def _shelves(main: Layout, defs, max_width, y, parts, heads, free, captions=None
 def _columns(main: Layout, defs, half: float, y, parts, heads, free, captions=None) -> float:
     """The figure, then its definitions in two columns (each goes under the shorter one); `free` is set to
     [(x, y, width, None)]: the room under the shorter column."""
-    parts.append(_placed(main, 0.0, y))
-    y += main.height + DEF_GAP
+    if main is not None:
+        parts.append(_placed(main, 0.0, y))
+        y += main.height + DEF_GAP
     bottoms = [y, y]
     for title, path, fig in defs:
         col = 0 if bottoms[0] <= bottoms[1] else 1
@@ -374,42 +378,93 @@ def _styled_colors(diagram: Diagram, style: Style, depth: int) -> dict[str, str]
     return axis_colors(diagram, depth, style.palette or PALETTE)
 
 
-def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, max_width) -> Layout:
+def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, max_width, paged=True) -> Layout:
     max_width = max_width or style.max_width
     sizes = {}
     if style.sizes_on_inputs:
         sizes = {name: str(size) for name, size in _legend_axes(diagram, depth).items()
                  if size.is_const and str(size) != name}
     ctx = _Ctx(_styled_colors(diagram, style, depth), dict(annotations or {}), sizes)
-    title_lines = _signature(diagram)
-    title_y = MARGIN + 12
-    top = title_y + 14 + (len(title_lines) - 1) * 16
     main = _body(diagram, depth if inline else 0, ctx, "", one_row, max_width)
     subs = [] if inline else definitions(diagram, depth)
 
     def drawn(body, path, width):
         return _body(body, 0, ctx, path + ".", one_row, width)
 
-    defs = [(title, path, drawn(body, path, max_width), None if one_row else functools.partial(drawn, body, path))
-            for title, path, body in subs]
+    defs = [(title, path, drawn(body, path, max_width), None if one_row else functools.partial(drawn, body, path),
+             body) for title, path, body in subs]
+    bindings = {title: call_binding_of(body) for title, _, body in subs}
+    captions = {title: "for " + b for title, b in bindings.items() if b}
+    page = functools.partial(_page, diagram.name, ctx=ctx, drawn=drawn, captions=captions,
+                             formulas=dict(axis_formulas or {}), max_width=max_width, one_row=one_row)
+    whole = page(_signature(diagram), main, defs, _legend_axes(diagram, depth))
+    if one_row or not paged or _fits(whole) or not defs:
+        return whole
+    return _paginate(diagram, depth if inline else 0, page, main, defs)
+
+
+def _fits(fig: Layout) -> bool:
+    """Whether a figure printed 6.5 in wide is at most 9 in tall (DESIGN.md's page)."""
+    return fig.height * 6.5 / max(fig.width, 1.0) <= 9.0 + 1e-9
+
+
+def _paginate(diagram: Diagram, depth: int, page, main: Layout, defs) -> Layout:
+    """A figure too tall for one page, continued on more: the body with as many definitions as fit,
+    then the rest, each page titled "Name (continued)" with a legend of the axes it draws.
+
+    A definition that does not fit a page even alone gets a page of its own. The pages after
+    the first are in `Layout.pages` of the first.
+    """
+    pages: list[Layout] = []
+    rest = list(defs)
+    head: Layout | None = main
+    title = _signature(diagram)
+    while rest or head is not None:
+        fig = None
+        for k in range(len(rest), 0, -1):
+            axes = _page_axes(diagram, depth, head, rest[:k])
+            cand = page(title, head, rest[:k], axes)
+            if _fits(cand) or (k == 1 and head is None):
+                fig, rest = cand, rest[k:]
+                break
+        if fig is None:  # the body alone, its definitions on the next pages
+            fig = page(title, head, [], _page_axes(diagram, depth, head, []))
+        pages.append(fig)
+        head, title = None, [f"{diagram.name} (continued)"]
+    return replace(pages[0], pages=pages[1:])
+
+
+def _page_axes(diagram: Diagram, depth: int, head: Layout | None, defs) -> dict[str, Size]:
+    """The axes a page draws: the body's (when it is on the page) and its definitions' bodies'."""
+    out: dict[str, Size] = {}
+    if head is not None:
+        out.update(_legend_axes(diagram, depth))
+    for *_, body in defs:
+        for name, size in _legend_axes(body, 0).items():
+            out.setdefault(name, size)
+    return out
+
+
+def _page(name: str, title_lines: list[str], main: Layout | None, defs, legend_axes: dict[str, Size], *, ctx,
+          drawn, captions, formulas, max_width: float, one_row: bool) -> Layout:
+    """One page: its title, the body (or None on a continued page), definitions and a legend."""
+    title_y = MARGIN + 12
+    top = title_y + 14 + (len(title_lines) - 1) * 16
     parts: list[Layout] = []
     heads: list[tuple[list, list, list]] = []
     free: list = []
-    bindings = {title: call_binding_of(body) for title, _, body in subs}
-    captions = {title: "for " + b for title, b in bindings.items() if b}
-    y = _shelves(main, defs, max_width, top, parts, heads, free, captions)
-    width_now = max(max(p.width for p in parts), main.width)
+    y = _shelves(main, [d[:4] for d in defs], max_width, top, parts, heads, free, captions)
+    width_now = max([p.width for p in parts] + ([main.width] if main is not None else []))
     if len(defs) > 1 and not one_row and (y - top) * 6.5 / max(width_now, 1.0) > 6.0:
         # tall: try the definitions in two columns, each wrapped to half the page, and keep the shorter
         half = (max_width - DEF_SIDE_GAP) / 2
-        narrow = [(title, path, drawn(body, path, half + MARGIN)) for title, path, body in subs]
+        narrow = [(title, path, drawn(body, path, half + MARGIN)) for title, path, *_, body in defs]
         parts2: list[Layout] = []
         heads2: list[tuple[list, list, list]] = []
         free2: list = []
         y2 = _columns(main, narrow, half, top, parts2, heads2, free2, captions)
         if y2 < y - 1.0:
             y, parts, heads, free = y2, parts2, heads2, free2
-    formulas = dict(axis_formulas or {})
     shapes_title, title_labels = [], []
     bw = 0.0
     for i, line in enumerate(title_lines):
@@ -420,16 +475,17 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
         bw = max(bw, lw)
     # legend
     entries = []
-    for name, size in sorted(_legend_axes(diagram, depth).items()):
-        f = formulas.get(name)
-        if str(size) == name:
-            text = f"{name}: set when compiled"
+    for axis, size in sorted(legend_axes.items()):
+        f = formulas.get(axis)
+        if str(size) == axis:
+            text = f"{axis}: set when compiled"
         elif f and f.replace(" ", "") != str(size).replace(" ", ""):
-            text = f"{name} = {f} = {size}" if size.is_const else f"{name} = {f}"
+            text = f"{axis} = {f} = {size}" if size.is_const else f"{axis} = {f}"
         else:
-            text = f"{name} = {size}"
-        entries.append((name, text, ctx.color(name)))
-    right = max(max(p.width for p in parts), max((h[2][0].x + h[2][0].w + 40 for h in heads), default=0.0))
+            text = f"{axis} = {size}"
+        entries.append((axis, text, ctx.color(axis)))
+    right = max(max((p.width for p in parts), default=0.0),
+                max((h[2][0].x + h[2][0].w + 40 for h in heads), default=0.0))
     width = max(right + MARGIN, bw + 2 * MARGIN, 220.0)
     # the legend goes where the page ends soonest: under everything, or in the room beside a shelf
     # (or under the shorter column) when it fits there
@@ -466,7 +522,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
     labels = labels + title_labels + leg_labels
     shapes, labels, tracks = _drop_repeated_labels(shapes, labels, tracks, boxes)
     shapes = untangle(shapes)
-    return Layout(diagram.name, round(width, 2), round(height, 2), shapes, boxes, labels, tracks, entries)
+    return Layout(name, round(width, 2), round(height, 2), shapes, boxes, labels, tracks, entries)
 
 
 def _drop_repeated_labels(shapes, labels, tracks, boxes, gap: float = 72.0):
@@ -542,3 +598,22 @@ def _legend(entries, y0: float, width: float, x0: float = MARGIN):
         bx, by, bw, bh = _label_box(x + 24, y, text, LABEL_SIZE)
         labels.append(LabelGeom(text, "legend", bx, by, bw, bh, "", "", name))
     return shapes, labels, h
+
+
+def stack_pages(fig: Layout, gap: float = 0.0) -> Layout:
+    """A figure's pages one under another as one Layout (for the screen, and for checks that look
+    at everything a figure draws); a figure of one page is returned as it is."""
+    if not fig.pages:
+        return fig
+    shapes, boxes, labels, tracks, legend = [], [], [], [], []
+    y = 0.0
+    for page in [replace(fig, pages=[])] + list(fig.pages):
+        base = len(labels)
+        shapes.extend(_shift(s, 0.0, y) for s in page.shapes)
+        boxes.extend(replace(b, y=b.y + y) for b in page.boxes)
+        labels.extend(replace(lb, y=lb.y + y, line_y=lb.line_y + y) for lb in page.labels)
+        tracks.extend(replace(t, y=t.y + y, label=t.label + base if t.label >= 0 else -1) for t in page.tracks)
+        legend.extend(e for e in page.legend if e not in legend)
+        y += page.height + gap
+    width = max([fig.width] + [p.width for p in fig.pages])
+    return Layout(fig.name, width, round(y - gap, 2), shapes, boxes, labels, tracks, legend)
