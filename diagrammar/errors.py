@@ -7,6 +7,7 @@ the first, which carries the others in ``errors``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -110,6 +111,16 @@ class CircuitError(Exception):
 
     def __str__(self) -> str:
         return self.format()
+
+    @property
+    def _render_traceback_(self):
+        """IPython and Jupyter show what this returns instead of the traceback, so a bad program in a
+        notebook shows its diagnostic alone (the frames are inside diagrammar and say nothing about the
+        program). With ``DIAGRAMMAR_DEBUG`` set the attribute is absent and the traceback shows, as in the CLI.
+        """
+        if os.environ.get("DIAGRAMMAR_DEBUG"):
+            raise AttributeError("_render_traceback_")
+        return lambda: self.format().split("\n")
 
 
 def _source_line(source: str | None, line: int) -> str | None:

@@ -3,9 +3,12 @@
 Add it to a project's conf.py (``extensions = ["diagrammar.sphinx"]``), then::
 
     .. circuit:: ../circuits/transformer.circuit
-       :name: Decoder
+       :circuit: Decoder
+       :name: fig-decoder
        :depth: 1
        :caption: A decoder-only transformer.
+
+    :numref:`fig-decoder` draws the decoder (with ``numfig = True``); :ref:`fig-decoder` links to it by caption.
 
     .. circuit::
        :caption: Inline source works too.
@@ -16,17 +19,27 @@ Add it to a project's conf.py (``extensions = ["diagrammar.sphinx"]``), then::
            return x * s
 
 A path is relative to the document (or, starting with ``/``, to the source
-directory); ``:name:`` defaults to the last circuit of the file. The checked
-circuit's SVG (`diagrammar.backends.svg.render_svg`) is embedded inline in
-HTML output. A program that does not check gives one Sphinx warning per error,
-located at ``file:line:col`` (for inline source: the line in the .rst file),
-and a visible error block in the page; the build goes on, and no traceback is
+directory); ``:circuit:`` defaults to the last circuit of the file. ``:name:``
+is the figure's label for ``:ref:`` and ``:numref:``, as for any figure (when
+there is no ``:circuit:`` and ``:name:`` names a circuit of the program, that
+circuit is drawn, as before ``:circuit:`` existed).
+
+HTML output embeds the checked circuit's SVG (`diagrammar.backends.svg.render_svg`)
+inline, scaled down to the text width with its aspect ratio kept. LaTeX output
+includes it as a PDF and Texinfo as a PNG, both converted with cairosvg; without
+cairosvg those builders warn, once per figure, and show only the caption.
+
+A program that does not check gives one Sphinx warning per error, located at
+``file:line:col`` (for inline source: the line in the .rst file), and a
+visible error block in the page; the build goes on, and no traceback is
 printed. Code blocks with the language ``circuit`` are highlighted by
 `diagrammar.lexer.CircuitLexer`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -40,12 +53,26 @@ from .check import Program, parse
 from .errors import CircuitError
 from .lexer import CircuitLexer
 
-__all__ = ["CircuitDirective", "setup"]
+__all__ = ["CircuitDirective", "circuit_image", "setup"]
 
 logger = logging.getLogger(__name__)
 
 # An XML prolog or doctype is not allowed inside an HTML document.
 _PROLOG = re.compile(r"\A\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?", re.I)
+_SVG_TAG = re.compile(r"<svg\b[^>]*>")
+# Inline, the figure shrinks to the text width and keeps its aspect ratio (which needs a viewBox); it never
+# grows past its own size, so a small circuit keeps its label sizes.
+FIT_WIDTH = "max-width: 100%; height: auto"
+CAIROSVG_MISSING = ("{builder} output of circuit figure {name} needs cairosvg to convert the SVG "
+                    "(python3 -m pip install cairosvg); only its caption is shown")
+
+
+class circuit_image(nodes.General, nodes.Element):
+    """The drawn figure of a `circuit` directive: ``svg`` (the SVG text) and ``circuit`` (its name).
+
+    Each builder format has its own visitor (registered in :func:`setup`): HTML embeds the SVG, LaTeX
+    includes a PDF, Texinfo a PNG, text and man pages name the circuit.
+    """
 
 
 def _render_svg(diagram, depth: int, inline: bool = False, style: str = "screen") -> str:
@@ -57,13 +84,14 @@ def _render_svg(diagram, depth: int, inline: bool = False, style: str = "screen"
 
 
 class CircuitDirective(SphinxDirective):
-    """``.. circuit:: [path]`` with options ``:name:``, ``:depth:``, ``:inline:``, ``:style:``, ``:caption:``,
-    ``:class:``."""
+    """``.. circuit:: [path]`` with options ``:circuit:``, ``:name:`` (the label), ``:depth:``, ``:inline:``,
+    ``:style:``, ``:caption:``, ``:class:``."""
 
     optional_arguments = 1
     final_argument_whitespace = True
     has_content = True
     option_spec = {
+        "circuit": directives.unchanged_required,
         "name": directives.unchanged_required,
         "depth": directives.nonnegative_int,
         "inline": directives.flag,
@@ -95,7 +123,10 @@ class CircuitDirective(SphinxDirective):
             program = parse(text, where.name, root=root)
         except CircuitError as e:
             return self._circuit_errors(e, where)
-        name = self.options.get("name") or _last_circuit(program)
+        name = self.options.get("circuit")
+        if name is None and self.options.get("name") in program:
+            name = self.options["name"]  # the older spelling: :name: chose the circuit (it is also the label)
+        name = name or _last_circuit(program)
         if name is None:
             return self._problem(f"{where.name} defines no circuit to draw")
         if name not in program:
@@ -109,20 +140,22 @@ class CircuitDirective(SphinxDirective):
             return self._circuit_errors(e, where)
         except Exception as e:  # a renderer bug must not stop the whole docs build
             return self._problem(f"drawing {name} failed: {type(e).__name__}: {e}")
-        svg = _PROLOG.sub("", svg, count=1)
+        svg = _fit_width(_PROLOG.sub("", svg, count=1))
         return [self._figure(name, _scope_ids(svg, f"circuit{self.env.new_serialno('circuit')}-"))]
 
     # -- output
     def _figure(self, name: str, svg: str) -> nodes.Node:
         figure = nodes.figure(classes=["circuit"] + self.options.get("class", []))
-        html = f'<div class="circuit-svg" style="overflow-x: auto" title="{name}">\n{svg.strip()}\n</div>'
-        figure += nodes.raw("", html, format="html")
+        figure += circuit_image(svg=svg.strip(), circuit=name)
         caption = self.options.get("caption")
         if caption:
             inline, messages = self.state.inline_text(caption, self.lineno)
             figure += nodes.caption(caption, "", *inline)
             figure += messages
         self.set_source_info(figure)
+        for child in figure.children:
+            self.set_source_info(child)
+        self.add_name(figure)  # :name: is the label that :ref: and :numref: point at
         return figure
 
     def _problem(self, message: str) -> list[nodes.Node]:
@@ -220,6 +253,85 @@ class _InlineLocations(_Locations):
         return f"{self.abs_path}:{where}", f"{self.name}:{where}"
 
 
+def _fit_width(svg: str) -> str:
+    """Let the root <svg> shrink to the text width with its aspect ratio, instead of being clipped."""
+    match = _SVG_TAG.search(svg)
+    if match is None:
+        return svg
+    tag = match.group(0)
+    if "viewBox" not in tag:  # without one, a browser cannot scale the drawing, only clip it
+        w, h = re.search(r'\bwidth="([\d.]+)', tag), re.search(r'\bheight="([\d.]+)', tag)
+        if w and h:
+            tag = tag[:4] + f' viewBox="0 0 {w.group(1)} {h.group(1)}"' + tag[4:]
+    style = re.search(r'\bstyle="([^"]*)"', tag)
+    if style:
+        tag = tag[:style.start(1)] + f"{FIT_WIDTH}; " + tag[style.start(1):]
+    else:
+        tag = tag[:4] + f' style="{FIT_WIDTH}"' + tag[4:]
+    return svg[:match.start()] + tag + svg[match.end():]
+
+
+# -- one visitor per builder format
+
+
+def _visit_html(self, node: circuit_image) -> None:
+    self.body.append(f'<div class="circuit-svg" title="{node["circuit"]}">\n{node["svg"]}\n</div>\n')
+    raise nodes.SkipNode
+
+
+def _converted(self, node: circuit_image, fmt: str) -> str | None:
+    """The figure converted by cairosvg into the builder's image folder: its path for the output, or None
+    (with a warning) when cairosvg is missing or fails."""
+    try:
+        import cairosvg
+    except ImportError:
+        logger.warning(CAIROSVG_MISSING.format(builder=self.builder.name, name=node["circuit"]), location=node,
+                       type="circuit", subtype="image")
+        return None
+    fname = f"circuit-{hashlib.sha1(node['svg'].encode('utf-8')).hexdigest()[:16]}.{fmt}"
+    out = os.path.join(self.builder.outdir, self.builder.imagedir, fname)
+    if not os.path.isfile(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        convert = cairosvg.svg2pdf if fmt == "pdf" else cairosvg.svg2png
+        try:
+            data = convert(bytestring=node["svg"].encode("utf-8"), **({"scale": 2.0} if fmt == "png" else {}))
+        except Exception as e:  # a conversion failure must not stop the build
+            logger.warning(f"converting circuit figure {node['circuit']} to {fmt.upper()} failed: "
+                           f"{type(e).__name__}: {e}", location=node, type="circuit", subtype="image")
+            return None
+        tmp = f"{out}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)  # parallel writers of one figure write the same bytes
+    return posixpath.join(self.builder.imgpath, fname)
+
+
+def _visit_latex(self, node: circuit_image) -> None:
+    path = _converted(self, node, "pdf")
+    if path is not None:
+        base, ext = posixpath.splitext(path)
+        # \sphinxincludegraphics scales an image wider than the line down to the line
+        self.body.append(f"\n\\sphinxincludegraphics{{{{{base}}}{ext}}}\n")
+    raise nodes.SkipNode
+
+
+def _visit_texinfo(self, node: circuit_image) -> None:
+    path = _converted(self, node, "png")
+    if path is not None:
+        self.body.append(f"@image{{{path[:-4]},,,[{node['circuit']}],png}}\n")
+    raise nodes.SkipNode
+
+
+def _visit_text(self, node: circuit_image) -> None:
+    self.add_text(f"[circuit: {node['circuit']}]")
+    raise nodes.SkipNode
+
+
+def _visit_man(self, node: circuit_image) -> None:
+    self.body.append(f"[circuit: {node['circuit']}]")
+    raise nodes.SkipNode
+
+
 def _scope_ids(svg: str, prefix: str) -> str:
     """Prefix the SVG's element ids and the references to them.
 
@@ -244,6 +356,8 @@ def _last_circuit(program: Program) -> str | None:
 
 def setup(app) -> dict:
     """Register the `circuit` directive and the `circuit` Pygments lexer."""
+    app.add_node(circuit_image, html=(_visit_html, None), latex=(_visit_latex, None),
+                 texinfo=(_visit_texinfo, None), text=(_visit_text, None), man=(_visit_man, None))
     app.add_directive("circuit", CircuitDirective)
     app.add_lexer("circuit", CircuitLexer)
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -15,23 +15,25 @@ ZOO = Path("circuits").resolve()
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _build(tmp_path: Path, index: str, files: dict[str, str] | None = None):
-    """Build an HTML project; returns (index.html text, warnings text, status code)."""
+def _build(tmp_path: Path, index: str, files: dict[str, str] | None = None, builder: str = "html",
+           conf: str = ""):
+    """Build a project; returns (index.html text, or the builder's main output, warnings text, status code)."""
     src = tmp_path / "src"
     src.mkdir()
-    (src / "conf.py").write_text('project = "t"\nextensions = ["diagrammar.sphinx"]\n')
+    (src / "conf.py").write_text('project = "t"\nextensions = ["diagrammar.sphinx"]\n' + conf)
     (src / "index.rst").write_text(textwrap.dedent(index))
     for name, text in (files or {}).items():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_text(text)
     warnings = io.StringIO()
     # SphinxTestApp undoes Sphinx's process-wide registrations afterwards, so builds do not leak
-    app = SphinxTestApp("html", srcdir=src, builddir=tmp_path / "out", freshenv=True, warning=warnings)
+    app = SphinxTestApp(builder, srcdir=src, builddir=tmp_path / "out", freshenv=True, warning=warnings)
     try:
         app.build()
     finally:
         app.cleanup()
-    html = (tmp_path / "out" / "html" / "index.html").read_text(encoding="utf-8")
+    main = {"html": "index.html", "latex": "t.tex", "text": "index.txt"}[builder]
+    html = (tmp_path / "out" / builder / main).read_text(encoding="utf-8")
     return html, ANSI.sub("", warnings.getvalue()), app.statuscode
 
 
@@ -86,7 +88,7 @@ def test_directive_embeds_the_figure_and_code_blocks_highlight(tmp_path, stub_re
     assert status == 0 and warnings == ""
     # the default circuit is the file's own last one (not one it `use`s); options reach the renderer
     assert stub_renderer == [("Decoder", 1), ("Scale", 2)]
-    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="stub"') == 2
+    assert html.count('<svg style="max-width: 100%; height: auto" xmlns="http://www.w3.org/2000/svg" class="stub"') == 2
     assert "<?xml" not in html
     # two figures in one page: each keeps its own ids
     assert html.count('<marker id="circuit0-arrow"/>') == 1 and html.count('<marker id="circuit1-arrow"/>') == 1
@@ -117,7 +119,7 @@ Some text.
 .. circuit:: missing.circuit
 
 .. circuit:: bad_name.circuit
-   :name: Nope
+   :circuit: Nope
 
 .. note::
 
@@ -200,7 +202,101 @@ def test_setup_declares_parallel_safety():
         def add_lexer(self, *a):
             self.calls.append(("lexer", a[0]))
 
+        def add_node(self, node, **visitors):
+            self.calls.append(("node", node.__name__, tuple(sorted(visitors))))
+
     app = App()
     meta = ext.setup(app)
-    assert app.calls == [("directive", "circuit"), ("lexer", "circuit")]
+    assert app.calls == [("node", "circuit_image", ("html", "latex", "man", "texinfo", "text")),
+                         ("directive", "circuit"), ("lexer", "circuit")]
     assert meta["parallel_read_safe"] and meta["parallel_write_safe"]
+
+
+# ---------------------------------------------------------------- width, cross-references, LaTeX
+
+LABELLED = """\
+Models
+======
+
+See :numref:`fig-mlp` and :ref:`fig-mlp`.
+
+.. circuit:: mlp.circuit
+   :circuit: MLP
+   :name: fig-mlp
+   :caption: The MLP of the zoo.
+"""
+
+
+def _svg_tag(html: str) -> str:
+    return re.search(r"<svg\b[^>]*>", html).group(0)
+
+
+@pytest.mark.skipif(not _have_renderer(), reason="diagrammar.backends.svg is not built yet")
+def test_wide_figures_scale_to_the_text_width_keeping_their_aspect_ratio(tmp_path):
+    files = {"transformer.circuit": (ZOO / "transformer.circuit").read_text(),
+             "attention.circuit": (ZOO / "attention.circuit").read_text()}
+    html, warnings, status = _build(tmp_path, ".. circuit:: transformer.circuit\n   :depth: 1\n", files)
+    assert status == 0 and "WARNING" not in warnings, warnings
+    tag = _svg_tag(html[html.index('<figure class="circuit'):])
+    width = float(re.search(r'\bwidth="([\d.]+)"', tag).group(1))
+    assert width > 700  # wider than a docs theme's text column
+    assert 'style="max-width: 100%; height: auto"' in tag and "viewBox=" in tag  # shrinks, never clipped
+    assert "overflow" not in html[html.index('<figure class="circuit'):html.index("</figure>")]
+
+
+def test_fit_width_adds_a_viewbox_where_one_is_missing_and_keeps_a_style():
+    from diagrammar.sphinx import FIT_WIDTH, _fit_width
+
+    assert _svg_tag(_fit_width('<svg width="800" height="200"><g/></svg>')) == (
+        f'<svg style="{FIT_WIDTH}" viewBox="0 0 800 200" width="800" height="200">')
+    assert _svg_tag(_fit_width('<svg viewBox="0 0 8 2" style="color: red">')) == (
+        f'<svg viewBox="0 0 8 2" style="{FIT_WIDTH}; color: red">')
+
+
+def test_name_is_a_label_for_ref_and_numref(tmp_path, stub_renderer):
+    files = {"mlp.circuit": (ZOO / "mlp.circuit").read_text()}
+    html, warnings, status = _build(tmp_path, LABELLED, files, conf="numfig = True\n")
+    assert status == 0 and warnings == "", warnings
+    assert stub_renderer == [("MLP", 0)]
+    assert re.search(r'<figure class="circuit[^"]*" id="fig-mlp">', html), html
+    assert '<a class="reference internal" href="#fig-mlp"><span class="std std-numref">Fig. 1</span></a>' in html
+    assert ('<a class="reference internal" href="#fig-mlp"><span class="std std-ref">The MLP of the zoo.</span></a>'
+            in html)
+
+
+def test_old_spelling_name_as_the_circuit_still_draws_it(tmp_path, stub_renderer):
+    index = ".. circuit:: mlp.circuit\n   :name: MLP\n\nSee :ref:`the figure <MLP>`.\n"
+    html, warnings, status = _build(tmp_path, index, {"mlp.circuit": (ZOO / "mlp.circuit").read_text()})
+    assert status == 0 and warnings == "", warnings
+    assert stub_renderer == [("MLP", 0)] and 'href="#mlp"' in html
+
+
+@pytest.mark.skipif(not _have_renderer(), reason="diagrammar.backends.svg is not built yet")
+def test_latex_output_includes_the_figure_as_pdf(tmp_path):
+    pytest.importorskip("cairosvg")
+    files = {"mlp.circuit": (ZOO / "mlp.circuit").read_text()}
+    tex, warnings, status = _build(tmp_path, LABELLED, files, builder="latex", conf="numfig = True\n")
+    assert status == 0 and "WARNING" not in warnings, warnings
+    figure = tex[tex.index("\\begin{figure}"):tex.index("\\end{figure}")]
+    include = re.search(r"\\sphinxincludegraphics\{\{(circuit-[0-9a-f]+)\}\.pdf\}", figure)
+    assert include, figure
+    assert "The MLP of the zoo." in figure and "\\label{\\detokenize{index:fig-mlp}}" in figure
+    assert (tmp_path / "out" / "latex" / f"{include.group(1)}.pdf").read_bytes().startswith(b"%PDF")
+    assert "\\ref{\\detokenize{index:fig-mlp}}" in tex  # the numref
+
+
+def test_latex_without_cairosvg_warns_and_keeps_the_caption(tmp_path, stub_renderer, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cairosvg", None)  # import cairosvg fails, as when not installed
+    files = {"mlp.circuit": (ZOO / "mlp.circuit").read_text()}
+    tex, warnings, status = _build(tmp_path, LABELLED, files, builder="latex", conf="numfig = True\n")
+    assert status == 0
+    assert "index.rst:6: WARNING: latex output of circuit figure MLP needs cairosvg" in warnings, warnings
+    assert "pip install cairosvg" in warnings
+    assert "sphinxincludegraphics" not in tex and "The MLP of the zoo." in tex
+
+
+def test_text_output_names_the_circuit(tmp_path, stub_renderer):
+    text, warnings, status = _build(tmp_path, LABELLED, {"mlp.circuit": (ZOO / "mlp.circuit").read_text()},
+                                    builder="text", conf="numfig = True\n")
+    assert status == 0 and warnings == "", warnings
+    assert "[circuit: MLP]" in text and "The MLP of the zoo." in text

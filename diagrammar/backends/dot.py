@@ -16,27 +16,36 @@ Invariants the golden tests rely on:
 - Every edge is written once, at the top level, after all nodes: an edge
   written inside a cluster would pull its outer endpoint into that cluster.
 
-Graphviz itself is needed only by `render_dot`, which runs the `dot` binary.
+Graphviz itself is needed only by `to_graphviz` and `render_dot`: they hand
+the text to the `graphviz` Python package, whose `Source` runs the `dot`
+program, shows itself in a notebook and writes any format `dot` knows.
+`to_dot` imports neither.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import ops
 from ..ir import Box, Diagram, Size, TupleType
 
-__all__ = ["FORMATS", "GraphvizNotFound", "render_dot", "to_dot"]
+if TYPE_CHECKING:
+    import graphviz
+
+__all__ = ["FORMATS", "GraphvizNotFound", "render_dot", "to_dot", "to_graphviz"]
 
 FORMATS = ("svg", "png", "pdf")
 
 INSTALL_HINT = (
-    "render_dot needs graphviz's `dot` program, which is not on PATH. Install graphviz: "
+    "laying out the DOT view needs graphviz's `dot` program, which is not on PATH. Install graphviz: "
     "`apt-get install graphviz` (Debian, Ubuntu), `brew install graphviz` (macOS), "
     "or see https://graphviz.org/download/. Without it, to_dot() still gives the DOT text, "
     "and render_svg() draws the circuit diagram in pure Python."
+)
+PACKAGE_HINT = (
+    "laying out the DOT view needs the graphviz Python package, which is not installed: "
+    "python3 -m pip install graphviz (to_dot() gives the DOT text without it)."
 )
 
 # ---------------------------------------------------------------- look
@@ -92,6 +101,24 @@ def to_dot(diagram: Diagram, *, depth: int = 0) -> str:
     return _DotWriter().graph(diagram, depth)
 
 
+def to_graphviz(diagram: Diagram, *, depth: int = 0) -> "graphviz.Source":
+    """The DOT view as a `graphviz.Source`: it draws itself in a notebook, and ``.pipe(format=...)``,
+    ``.render(...)`` or ``.view()`` lay it out with `dot` in any format graphviz knows.
+
+    Args:
+        diagram: the diagram to draw.
+        depth: as for `to_dot`.
+
+    Raises:
+        GraphvizNotFound: the graphviz Python package is not installed.
+    """
+    try:
+        import graphviz
+    except ImportError:
+        raise GraphvizNotFound(PACKAGE_HINT) from None
+    return graphviz.Source(to_dot(diagram, depth=depth), engine="dot")
+
+
 def render_dot(diagram: Diagram, fmt: str = "svg", depth: int = 0) -> bytes:
     """Lay the DOT view out with graphviz's `dot` and return the image bytes.
 
@@ -104,25 +131,26 @@ def render_dot(diagram: Diagram, fmt: str = "svg", depth: int = 0) -> bytes:
         The file contents `dot -T<fmt>` writes.
 
     Raises:
-        GraphvizNotFound: `dot` is not installed (the message says how to install it).
+        GraphvizNotFound: `dot` or the graphviz package is not installed (the message says how to install it).
         ValueError: an unknown format.
         RuntimeError: `dot` failed (its message is included).
     """
     if fmt not in FORMATS:
         raise ValueError(f"render_dot makes {', '.join(FORMATS)}; got {fmt!r}")
-    text = to_dot(diagram, depth=depth)
-    exe = shutil.which("dot")
-    if exe is None:
-        raise GraphvizNotFound(INSTALL_HINT)
-    proc = subprocess.run([exe, f"-T{fmt}"], input=text.encode("utf-8"), capture_output=True, check=False)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode("utf-8", "replace").strip()
-        raise RuntimeError(f"graphviz's dot failed (exit status {proc.returncode}): {detail}")
-    return proc.stdout
+    source = to_graphviz(diagram, depth=depth)
+    import graphviz
+
+    try:
+        return source.pipe(format=fmt, quiet=True)
+    except graphviz.ExecutableNotFound:
+        raise GraphvizNotFound(INSTALL_HINT) from None
+    except graphviz.CalledProcessError as e:
+        detail = (e.stderr or b"").decode("utf-8", "replace").strip()
+        raise RuntimeError(f"graphviz's dot failed (exit status {e.returncode}): {detail}") from None
 
 
 class GraphvizNotFound(RuntimeError):
-    """The `dot` program of graphviz is not installed."""
+    """The `dot` program of graphviz, or the graphviz Python package, is not installed."""
 
 
 # ---------------------------------------------------------------- the writer

@@ -55,9 +55,6 @@ exit codes: 0 ok; 1 errors in the program or a failed run; 2 usage or file error
 """
 
 
-_PIP_NAMES = {"sklearn": "scikit-learn"}  # import name -> PyPI name, where they differ
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is so that it unwinds (and a run saves) as after Ctrl-C."""
 
@@ -153,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         top = (e.name or "").split(".")[0]
         if not top or top == "diagrammar":
             raise
+        from ._needs import install_command
+
         print(f"{prog}: error: this needs the package {top}, which is not installed; install it with: "
-              f"python3 -m pip install {_PIP_NAMES.get(top, top)}", file=sys.stderr)
+              f"{install_command([top])[0]}", file=sys.stderr)
         return 2
     except MemoryError:
         print(f"{prog}: error: out of memory; try smaller sizes or batches", file=sys.stderr)

@@ -10,11 +10,10 @@ never checks a number or a name by hand: it names one of these.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 from collections.abc import Callable, Iterable
 
-from ..errors import BadArgument, MissingDependency
+from ..errors import BadArgument
 
 __all__ = ["whole", "positive", "seed", "real", "fraction", "axis_size", "size_override", "add_size_overrides",
            "circuit_in", "require"]
@@ -157,32 +156,8 @@ def circuit_in(program, name: str, file: str, names: Iterable[str] | None = None
 
 
 def require(command: str, modules: Iterable[str]) -> None:
-    """Refuse to start ``command`` when a package it imports is missing, naming the install command.
+    """Refuse to start ``command`` when a package it imports is missing, naming the install command
+    (:func:`diagrammar.cli._needs.require`, where every command's check lives)."""
+    from . import _needs
 
-    The requirement strings (with versions) come from diagrammar's own
-    metadata, so the message matches ``pyproject.toml``.
-    """
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if not missing:
-        return
-    wanted = {m: m for m in missing}
-    try:
-        from importlib.metadata import requires
-
-        for req in requires("diagrammar") or []:
-            if ";" in req:
-                continue  # an extra's requirement
-            base = req.split("[")[0]
-            for sep in "<>=!~ ":
-                base = base.split(sep)[0]
-            key = base.strip().lower().replace("-", "_")
-            alias = {"scikit_learn": "sklearn"}.get(key, key)
-            if alias in wanted:
-                wanted[alias] = req.replace(" ", "")
-    except Exception:  # no metadata (running from a bare checkout): name the packages plainly
-        pass
-    args = " ".join(f"'{r}'" for r in wanted.values())
-    raise MissingDependency(
-        f"diagrammar {command} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-        f"installed. Install {'it' if len(missing) == 1 else 'them'} with: python3 -m pip install {args} "
-        f"(or reinstall diagrammar with its dependencies: python3 -m pip install diagrammar)")
+    _needs.require(command, modules)

@@ -6,9 +6,8 @@ Never imports jax.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
-from ..errors import MissingDependency
+from . import _needs
 
 __all__ = ["add_arguments", "run"]
 
@@ -29,11 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    missing = [m for m in ("pygls", "lsprotocol") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingDependency(
-            f"diagrammar lsp needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed. "
-            "Install the language server's extra with: python3 -m pip install 'diagrammar[lsp]'")
+    _needs.require("lsp", ("pygls", "lsprotocol"))
     from ..lsp.server import main
 
     main()

@@ -1,4 +1,5 @@
 """The graphviz view: golden DOT text, structure read back from the text, and `render_dot`."""
+import os
 import re
 import shutil
 import subprocess
@@ -9,7 +10,8 @@ import pytest
 
 import diagrammar
 from diagrammar.backends import dot as dot_backend
-from diagrammar.backends.dot import GraphvizNotFound, render_dot, to_dot
+from diagrammar.backends.dot import GraphvizNotFound, render_dot, to_dot, to_graphviz
+from diagrammar.cli import main
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 ZOO = Path("circuits")
@@ -215,14 +217,32 @@ def test_render_dot_makes_svg_and_png():
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_render_dot_without_graphviz_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+def test_render_dot_without_the_dot_program_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # graphviz runs `dot` from PATH: here there is none
     with pytest.raises(GraphvizNotFound) as info:
         render_dot(_zoo("mlp", "MLP"), "png")
     message = str(info.value)
     assert "apt-get install graphviz" in message and "brew install graphviz" in message
     assert "to_dot()" in message
     assert isinstance(info.value, RuntimeError)
+
+
+def test_without_the_graphviz_package_the_text_still_works_and_images_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "graphviz", None)  # import graphviz now fails, as when not installed
+    d = _zoo("mlp", "MLP")
+    assert to_dot(d).startswith("digraph")
+    for make in (lambda: to_graphviz(d), lambda: render_dot(d, "svg")):
+        with pytest.raises(GraphvizNotFound, match=r"pip install graphviz"):
+            make()
+
+
+def test_to_graphviz_is_a_source_of_the_same_text():
+    graphviz = pytest.importorskip("graphviz")
+    d = _zoo("grok_transformer", "GrokTransformer")
+    source = to_graphviz(d, depth=1)
+    assert isinstance(source, graphviz.Source)
+    assert source.source == to_dot(d, depth=1) and source.engine == "dot"
+    assert hasattr(source, "_repr_mimebundle_")  # a notebook draws it (through dot)
 
 
 def test_render_dot_rejects_unknown_formats():
@@ -235,3 +255,43 @@ def test_render_dot_reports_a_failing_dot(monkeypatch):
     monkeypatch.setattr(dot_backend, "to_dot", lambda d, depth=0: "digraph { this is not dot")
     with pytest.raises(RuntimeError, match="dot failed"):
         render_dot(_zoo("mlp", "MLP"))
+
+
+# ---------------------------------------------------------------- render --dot
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="graphviz's dot is not installed")
+@pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".png", b"\x89PNG"), (".pdf", b"%PDF")])
+def test_render_dot_option_writes_the_image_graphviz_lays_out(tmp_path, suffix, magic):
+    out = tmp_path / f"grok{suffix}"
+    assert main(["render", "circuits/grok_transformer.circuit", "--dot", "--depth", "1", "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert data.startswith(magic)
+    if suffix == ".svg":  # the dataflow view (weights by name), not the circuit diagram
+        assert b"attention.q.W" in data and b'class="graph"' in data
+
+
+def test_render_dot_option_with_a_dot_file_writes_the_text(tmp_path, capsys):
+    out = tmp_path / "mlp.dot"
+    assert main(["render", "circuits/mlp.circuit", "--circuit", "MLP", "--dot", "--depth", "1", "-o", str(out)]) == 0
+    assert out.read_text() == to_dot(_zoo("mlp", "MLP"), depth=1)
+    assert main(["render", "circuits/mlp.circuit", "--circuit", "MLP", "--dot", "--depth", "1", "-o", "-"]) == 0
+    assert capsys.readouterr().out == out.read_text()
+
+
+def test_render_dot_option_refuses_what_graphviz_does_not_write(tmp_path, capsys):
+    assert main(["render", "circuits/mlp.circuit", "--dot", "-o", str(tmp_path / "f.tex")]) == 2
+    assert "--dot writes .dot, .svg, .png, .pdf" in capsys.readouterr().err
+    assert main(["render", "circuits/mlp.circuit", "-o", str(tmp_path / "f.pdf")]) == 2
+    assert "(.pdf with --dot)" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_dot_option_without_the_dot_program_exits_2_saying_how_to_install(tmp_path):
+    code = "import sys; from diagrammar.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = tmp_path / "f.svg"
+    proc = subprocess.run([sys.executable, "-c", code, "render", "circuits/mlp.circuit", "--dot", "-o", str(out)],
+                          env={**os.environ, "PATH": str(tmp_path)}, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "diagrammar render: error: --dot .svg:" in proc.stderr and "apt-get install graphviz" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
