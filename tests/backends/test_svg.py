@@ -533,3 +533,21 @@ def test_pages_are_written_one_document_each_and_stacked_for_the_screen():
     # a figure that fits is one page, as before
     small = layout(program["Increment"], depth=0)
     assert small.pages == [] and len(to_svg_pages(small)) == 1
+
+
+def test_a_generic_circuit_drawn_once_names_the_bindings_it_stands_for():
+    def caption(stem, name, title):
+        fig = layout(_program(stem)[name], depth=1)
+        return " ".join(t.text for t in fig.shapes if isinstance(t, Text) and t.role == "caption")
+
+    mlp = caption("mixer", "MixerBlock", "Mlp")  # called twice: both bindings written out
+    assert "hidden = tokens_mlp;" in mlp and "hidden = channels_mlp" in mlp
+    unet = caption("unet", "UNet", "Down")  # four bindings: the first, and how many more
+    assert "and 3 more bindings" in unet
+
+
+def test_a_slice_with_a_long_start_writes_it_once():
+    d = diagrammar.parse("axis p = 10, a = 2, b = 3\n"
+                         "circuit F(x: [p]) -> [b]:\n    return slice(x, p -> b, a + 1)\n")["F"]
+    texts = [t.text for t in layout(d).shapes if isinstance(t, Text)]
+    assert "[a+1:+b]" in texts

@@ -253,13 +253,16 @@ def _pad_label(box) -> tuple[str, str, bool]:
 
 
 def _slice_text(box) -> str:
-    """`[rk:rk+ds]`: the positions a slice reads, its length named by the new axis."""
+    """`[rk:rk+ds]`: the positions a slice reads, its length named by the new axis; a start that is
+    not one name or number is written once, `[rk+ds:+ds]` ("ds positions from rk+ds")."""
     start = box.attr("start", ("num", 0))
     first = _const_text(start)
     if start == ("num", 0):
         return f"[:{box.attr('dst')}]"
     plain = _atomic(start) or start[0] == "neg" and _atomic(start[1])
-    return f"[{first}:{first if plain else f'({first})'}+{box.attr('dst')}]"
+    if plain:
+        return f"[{first}:{first}+{box.attr('dst')}]"
+    return f"[{first.replace(' ', '')}:+{box.attr('dst')}]"  # a long start once: "n from there"
 
 
 def _pool_label(box) -> tuple[str, str, bool]:

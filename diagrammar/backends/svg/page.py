@@ -171,6 +171,31 @@ def definitions(diagram: Diagram, depth: int) -> list[tuple[str, str, Diagram]]:
     return out
 
 
+def bindings_of(diagram: Diagram, depth: int) -> dict[str, list[str]]:
+    """Title -> every distinct binding its drawn definition stands for, in order of first call
+    (a generic circuit called with two bindings is drawn once, captioned with both)."""
+    out: dict[str, list[str]] = {}
+    level = [(diagram, "")]
+    for _ in range(depth):
+        nxt = []
+        for d, prefix in level:
+            for path, box in _calls(d, prefix):
+                seen = out.setdefault(call_title(box), [])
+                binding = call_binding_of(box.body)
+                if binding not in seen:  # the same body again calls the same things: not walked twice
+                    seen.append(binding)
+                    nxt.append((box.body, path + "."))
+        level = nxt
+    return out
+
+
+def _binding_caption(bindings: list[str]) -> str:
+    """"for h = hh, w = ww" under a generic circuit's heading; a second binding written out, more counted."""
+    if len(bindings) <= 2:
+        return "for " + "; and ".join(bindings)
+    return f"for {bindings[0]}; and {len(bindings) - 1} more bindings"
+
+
 def call_binding_of(body: Diagram) -> str:
     """The axes a generic circuit's drawn instance binds its name parameters to (``h = h2, w = w2``), or ""."""
     return ", ".join(f"{k} = {v}" for k, v in body.axis_args if isinstance(v, str))
@@ -264,14 +289,20 @@ CAPTION_LINE = SMALL + 2.0
 
 
 def _caption_lines(caption: str, width: float) -> list[str]:
-    """A heading's caption broken at its commas into lines no wider than `width` (px) where it can be."""
-    lines: list[str] = []
-    for part in caption.split(", ") if caption else ():
-        if lines and text_width(lines[-1] + ", " + part, SMALL) <= width:
-            lines[-1] += ", " + part
-        else:
-            lines.append(part)
-    return [line + ("," if i < len(lines) - 1 else "") for i, line in enumerate(lines)]
+    """A heading's caption broken at its commas into lines no wider than `width` (px) where it can be;
+    each binding of a generic circuit ("; "-separated) starts a line of its own."""
+    out: list[str] = []
+    groups = caption.split("; ") if caption else []
+    for g, group in enumerate(groups):
+        lines: list[str] = []
+        for part in group.split(", "):
+            if lines and text_width(lines[-1] + ", " + part, SMALL) <= width:
+                lines[-1] += ", " + part
+            else:
+                lines.append(part)
+        end = ";" if g < len(groups) - 1 else ""
+        out += [line + ("," if i < len(lines) - 1 else end) for i, line in enumerate(lines)]
+    return out
 
 
 def _caption_height(title: str, caption: str) -> float:
@@ -393,8 +424,7 @@ def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, 
 
     defs = [(title, path, drawn(body, path, max_width), None if one_row else functools.partial(drawn, body, path),
              body) for title, path, body in subs]
-    bindings = {title: call_binding_of(body) for title, _, body in subs}
-    captions = {title: "for " + b for title, b in bindings.items() if b}
+    captions = {title: _binding_caption(b) for title, b in bindings_of(diagram, depth).items() if any(b)}
     page = functools.partial(_page, diagram.name, ctx=ctx, drawn=drawn, captions=captions,
                              formulas=dict(axis_formulas or {}), max_width=max_width, one_row=one_row)
     whole = page(_signature(diagram), main, defs, _legend_axes(diagram, depth))
