@@ -42,6 +42,7 @@ COMMANDS = {
     "fmt": ("diagrammar.cli.fmt", "format .circuit files in the one canonical layout (--check for CI)"),
     "lsp": ("diagrammar.cli.lsp", "a language server for editors, over stdio (needs diagrammar[lsp])"),
     "serve": ("diagrammar.cli.serve", "a local page that shows a file's figure and errors, updated on save"),
+    "analyse": ("diagrammar.cli.analyse", "compare what named wires of trained checkpoints represent (CKA, RSA, ...)"),
 }
 
 EPILOG = """examples:
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args._run(args) or 0)
     except CircuitError as e:
         print(e.format(), file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # 2 for a file that is not UTF-8 (errors.NotUTF8)
     except CommandError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code

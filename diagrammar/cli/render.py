@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from ..errors import BadArgument, MissingDependency
-from . import _args, _files
+from . import _args, _files, _needs
 
 __all__ = ["FORMATS", "add_arguments", "own_circuits", "page_path", "run"]
 
 FORMATS = (".svg", ".png", ".tex", ".dot")
+DOT_FORMATS = (".dot", ".svg", ".png", ".pdf")  # with --dot: the DOT text, or an image graphviz lays out
 
 
 def add_arguments(parser) -> None:
@@ -40,8 +41,16 @@ def add_arguments(parser) -> None:
                              "input wires; mono: the same in black")
     parser.add_argument("--cost", action="store_true",
                         help="write parameters and FLOPs under every box")
+    parser.add_argument("--dot", action="store_true",
+                        help="draw the graphviz dataflow view instead of the circuit diagram: -o out.dot writes "
+                             "its text (as does '-'), out.svg, out.png or out.pdf an image laid out by graphviz's "
+                             "dot program, which must be installed")
     parser.add_argument("--batch", type=_args.positive(), default=1, metavar="B",
-                        help="batch size for --cost (default 1)")
+                        help="batch size for --cost and --overlay flops|bytes (default 1)")
+    parser.add_argument("--overlay", metavar="SOURCE",
+                        help="colour boxes and wires by measured values, with a colour bar: 'flops' or 'bytes' "
+                             "(the cost of each box), or a JSON file mapping box and wire names to numbers "
+                             "(docs/analysis.md; `diagrammar analyse` writes one); SVG and PNG only"),
     _args.add_size_overrides(parser)
 
 
@@ -71,6 +80,20 @@ def cost_labels(diagram, batch: int) -> dict[str, str]:
     return labels
 
 
+def dot_view(diagram, suffix: str, depth: int | None) -> str | bytes:
+    """The graphviz dataflow view: DOT text for ``.dot``, else the image graphviz's `dot` lays out."""
+    from ..backends.dot import GraphvizNotFound, render_dot, to_dot
+
+    depth = depth if depth is not None else 99  # every level, as for the circuit diagram
+    if suffix == ".dot":
+        return to_dot(diagram, depth=depth)
+    _needs.require("render", ("graphviz",), what=f"--dot {suffix}")
+    try:
+        return render_dot(diagram, suffix.lstrip("."), depth=depth)
+    except GraphvizNotFound as e:
+        raise MissingDependency(f"--dot {suffix}: {e}") from None
+
+
 def run(args) -> int:
     from .. import load
 
@@ -78,8 +101,11 @@ def run(args) -> int:
     out = args.output
     if out is not None and out != "-":
         suffix = Path(out).suffix.lower()
-        if suffix not in FORMATS:
-            raise BadArgument(f"cannot tell the format of -o {out!r}: end it in one of {', '.join(FORMATS)}")
+        if args.dot and suffix not in DOT_FORMATS:
+            raise BadArgument(f"--dot writes {', '.join(DOT_FORMATS)}; cannot write -o {out!r}")
+        if suffix not in FORMATS and not args.dot:
+            raise BadArgument(f"cannot tell the format of -o {out!r}: end it in one of {', '.join(FORMATS)}"
+                              + (" (.pdf with --dot)" if suffix == ".pdf" else ""))
         _files.check_output(out, what="-o")
     program = load(args.file, sizes=dict(args.size_overrides) or None)
     own = own_circuits(program)
@@ -93,24 +119,18 @@ def run(args) -> int:
     suffix = ".svg" if out == "-" else Path(out).suffix.lower()
     more: list = []
 
-    if suffix == ".dot":
-        try:
-            from ..backends.dot import to_dot
-        except ImportError as e:
-            raise MissingDependency(f"the graphviz view is not available in this install ({e}); "
-                                    "install it with: python3 -m pip install graphviz") from None
+    if suffix == ".dot" or args.dot:
         if args.cost:
             print("diagrammar render: note: --cost is drawn on SVG, PNG and TikZ figures only", file=sys.stderr)
-        data: str | bytes = to_dot(diagram, depth=args.depth if args.depth is not None else 99)
+        if args.overlay is not None:
+            raise BadArgument("--overlay is drawn on SVG and PNG figures, not on the graphviz view")
+        data: str | bytes = dot_view(diagram, ".dot" if out == "-" else suffix, args.depth)
     else:
-        from ..backends.svg import PNG_MISSING, axis_formulas, layout, to_svg
+        from ..backends.svg import axis_formulas, layout, to_svg
 
         cairosvg = None
         if suffix == ".png":
-            try:
-                import cairosvg
-            except ImportError:
-                raise MissingDependency(PNG_MISSING) from None
+            cairosvg = _needs.load("render", "cairosvg", what="PNG output (or write .svg)")
         annotations = None
         if args.cost:
             try:
@@ -118,6 +138,7 @@ def run(args) -> int:
             except ImportError as e:
                 raise MissingDependency(f"--cost needs the cost backend, which is not available in this "
                                         f"install ({e})") from None
+        overlay = _overlay(args, diagram, suffix)
         fig = layout(diagram, depth=args.depth, annotations=annotations, axis_formulas=axis_formulas(program),
                      inline=args.inline, one_row=args.one_row, style=args.style,
                      paged=not args.one_page and out != "-")
@@ -126,7 +147,10 @@ def run(args) -> int:
             data = to_tikz(fig)
         else:
             from ..backends.svg import to_svg_pages
-            pages = to_svg_pages(fig)
+            try:
+                pages = to_svg_pages(fig, overlay=overlay)
+            except ValueError as e:  # OverlayError: a name the figure does not draw
+                raise BadArgument(f"--overlay {args.overlay}: {e}") from None
             if suffix == ".png":
                 pages = [cairosvg.svg2png(bytestring=page.encode("utf-8"), scale=2.0) for page in pages]
             data, more = pages[0], pages[1:]
@@ -143,6 +167,25 @@ def run(args) -> int:
     pages_note = f"; it continues on {', '.join(outs[1:])} (--one-page keeps one page)" if more else ""
     print(f"wrote {out} ({name}, {shown}){pages_note}", file=sys.stderr)
     return 0
+
+
+def _overlay(args, diagram, suffix: str):
+    """The ``--overlay`` to paint, read and checked before anything is drawn (None without one)."""
+    if args.overlay is None:
+        return None
+    from ..backends.svg.overlay import OverlayError, cost_overlay, load_overlay
+
+    if suffix == ".tex":
+        raise BadArgument("--overlay is drawn on SVG and PNG figures; TikZ output has no overlay")
+    try:
+        if args.overlay in ("flops", "bytes"):
+            return cost_overlay(diagram, args.overlay, batch=args.batch)
+        _files.input_file(args.overlay, what="--overlay")
+        return load_overlay(args.overlay)
+    except OverlayError as e:
+        raise BadArgument(f"--overlay {args.overlay}: {e}") from None
+    except UnicodeDecodeError:
+        raise BadArgument(f"--overlay {args.overlay}: not a text (JSON) file") from None
 
 
 def page_path(out: str, number: int) -> str:

@@ -13,7 +13,7 @@ from diagrammar.cli import COMMANDS, main
 
 
 def test_one_module_per_verb():
-    assert set(COMMANDS) == {"check", "render", "stats", "train", "gallery", "fmt", "lsp", "serve"}
+    assert set(COMMANDS) == {"check", "render", "stats", "train", "gallery", "fmt", "lsp", "serve", "analyse"}
     for verb, (module, _) in COMMANDS.items():
         assert module == f"diagrammar.cli.{verb}"
         mod = importlib.import_module(module)

@@ -94,23 +94,53 @@ def _text(t: Text) -> str:
     return f'<text {_meaning(t.role, t.meta)} {" ".join(attrs)}>{escape(t.text)}</text>'
 
 
-def to_svg(fig: Layout, *, title: str | None = None) -> str:
+def to_svg(fig: Layout, *, title: str | None = None, overlay=None) -> str:
     """The layout as an SVG document (a string ending in a newline); a figure of several pages has
-    them one under another (`to_svg_pages` writes one document per page)."""
+    them one under another (`to_svg_pages` writes one document per page).
+
+    ``overlay`` (an ``overlay.Overlay``, a dict in its JSON form, or the path of a JSON file) colours
+    boxes and wires by measured values and adds a colour bar under the figure (see ``overlay.py``)."""
     from .page import stack_pages
     with gc_paused():
-        return _svg(stack_pages(fig), title)
+        return _svg(stack_pages(fig), title, overlay)
 
 
-def to_svg_pages(fig: Layout) -> list[str]:
+def to_svg_pages(fig: Layout, *, overlay=None) -> list[str]:
     """One SVG document per page of the figure: what a paper prints (a page is at most 9 in tall
-    at 6.5 in wide); the pages after the first are titled "Name (continued)"."""
+    at 6.5 in wide); the pages after the first are titled "Name (continued)". An ``overlay`` (see
+    `to_svg`) colours every page and gives each its colour bar."""
+    pages = [replace(fig, pages=[])] + list(fig.pages)
+    if overlay is not None:
+        from .overlay import check_drawn, load_overlay
+
+        overlay = load_overlay(overlay)
+        check_drawn(fig.name, [s for page in pages for s in page.shapes], overlay)  # a name on any page will do
     with gc_paused():
-        return [_svg(page, None) for page in [replace(fig, pages=[])] + list(fig.pages)]
+        return [_svg(page, None, overlay, strict=False) for page in pages]
 
 
-def _svg(fig: Layout, title: str | None) -> str:
-    w, h = fmt(fig.width), fmt(fig.height)
+def _overlay(fig: Layout, overlay, strict: bool):
+    """(the overlay, the new paints of the shapes it colours, the height its colour bar adds)."""
+    if overlay is None:
+        return None, {}, 0.0
+    from .overlay import BAND, load_overlay, paints
+
+    ov = load_overlay(overlay)
+    return ov, paints(fig, ov, strict), BAND
+
+
+def _repaint(s, new) -> tuple:
+    """(fill, stroke, extra attributes) of a shape, with an overlay's colours where it gives them."""
+    fill, stroke = getattr(s, "fill", None), getattr(s, "stroke", None)
+    if new is None:
+        return fill, stroke, ""
+    return (new[0] or fill, new[1] or stroke,
+            f' data-overlay="{new[2]!r}"' if new[2] is not None else ' data-overlay="none"')
+
+
+def _svg(fig: Layout, title: str | None, overlay=None, strict: bool = True) -> str:
+    ov, painted, band = _overlay(fig, overlay, strict)
+    w, h = fmt(fig.width), fmt(fig.height + band)
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
@@ -118,14 +148,19 @@ def _svg(fig: Layout, title: str | None) -> str:
         f"<title>{escape(title if title is not None else fig.name)}</title>",
         f'<rect width="{w}" height="{h}" fill="#ffffff"/>',
     ]
-    for s in fig.shapes:
+    for i, s in enumerate(fig.shapes):
+        fill, stroke, note = _repaint(s, painted.get(i))
         if isinstance(s, Path):
-            lines.append(f'<path {_meaning(s.role, s.meta)} d="{_d(s.cmds)}" '
-                         f'{_paint(s.fill, s.stroke, s.width, s.dash)}/>')
+            lines.append(f'<path {_meaning(s.role, s.meta)}{note} d="{_d(s.cmds)}" '
+                         f'{_paint(fill, stroke, s.width, s.dash)}/>')
         elif isinstance(s, Circle):
-            lines.append(f'<circle {_meaning(s.role, s.meta)} cx="{fmt(s.cx)}" cy="{fmt(s.cy)}" r="{fmt(s.r)}" '
-                         f'{_paint(s.fill, s.stroke, s.width, None)}/>')
+            lines.append(f'<circle {_meaning(s.role, s.meta)}{note} cx="{fmt(s.cx)}" cy="{fmt(s.cy)}" '
+                         f'r="{fmt(s.r)}" {_paint(fill, stroke, s.width, None)}/>')
         else:
-            lines.append(_text(s))
+            lines.append(_text(replace(s, color=fill) if fill else s))
+    if ov is not None:
+        from .overlay import colour_bar
+
+        lines.extend(colour_bar(fig, ov, fig.height, fmt))
     lines.append("</svg>")
     return "\n".join(lines) + "\n"
