@@ -8,6 +8,7 @@ budget, `require` (`ir.Requirement`), and the element counts of `merge` and
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from .errors import CircuitError, InvalidArgument, RequirementFailed, SizeConflict, Span
@@ -108,6 +109,7 @@ def raise_first(diagram: Diagram, bindings: dict[str, int]) -> None:
 # ---------------------------------------------------------------- slices and constants (v1)
 
 INT32 = (-2 ** 31, 2 ** 31 - 1)
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32; a float is float32 in every backend
 
 
 def int_value(tree, bindings: dict[str, int] | None = None, span: Span | None = None) -> int:
@@ -170,7 +172,10 @@ def constant_failure(x: Diagram, b: Box, bindings: dict[str, int]) -> CircuitErr
                 int_value(tree, bindings, b.span)
             else:
                 try:
-                    eval_const(tree, bindings)
+                    v = eval_const(tree, bindings)
+                    if math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                        return InvalidArgument(f"{const_label(tree)} = {v:g} does not fit in float32 with these "
+                                               "sizes", b.span)
                 except ZeroDivisionError:
                     return InvalidArgument(f"{const_label(tree)} divides by zero with these sizes", b.span)
                 except (ValueError, OverflowError):

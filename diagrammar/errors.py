@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 __all__ = [
-    "Span", "CircuitError", "CircuitSyntaxError", "UnknownName", "DuplicateDefinition",
+    "Span", "CircuitError", "CircuitSyntaxError", "NotUTF8", "UnknownName", "DuplicateDefinition",
     "ShapeMismatch", "SizeConflict", "InvalidArgument", "WrongArity",
     "RecursiveCircuit", "UseNotFound", "UseOutsideRoots", "SizeTooLarge",
     "AxisValueClash", "NoReturn", "AxisCapture", "RequirementFailed",
@@ -134,6 +134,13 @@ def _source_line(source: str | None, line: int) -> str | None:
 
 class CircuitSyntaxError(CircuitError):
     """The text does not follow the grammar (says what was expected)."""
+
+
+class NotUTF8(CircuitSyntaxError):
+    """A file whose bytes are not UTF-8 (at the first bad byte); the command line exits 2, as for
+    any file it cannot use."""
+
+    exit_code = 2
 
 
 class UnknownName(CircuitError):

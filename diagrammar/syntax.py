@@ -14,7 +14,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.indenter import DedentError, Indenter
 
 from . import _resources
-from .errors import CircuitError, CircuitSyntaxError, Span
+from .errors import CircuitError, CircuitSyntaxError, NotUTF8, Span
 from .limits import MAX_LITERAL_DIGITS, MAX_NESTING, MAX_PROGRAM_BYTES
 
 # ---------------------------------------------------------------- AST nodes
@@ -620,12 +620,46 @@ def _describe(terminal: str, parser: Lark) -> str:
     return terminal.lower()
 
 
+def normalise_text(text: str) -> str:
+    """A program's text as the parser reads it: a leading UTF-8 byte-order mark dropped and every line
+    ending (CRLF, or a lone CR) made LF, so lines and columns are the same whatever the editor wrote.
+
+    >>> normalise_text("\ufeffa\r\nb\rc\n")
+    'a\nb\nc\n'
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def decode_source(data: bytes, file: str) -> str:
+    """A file's bytes as program text (see `normalise_text`).
+
+    Raises:
+        NotUTF8: bytes that are not UTF-8 (a CircuitSyntaxError), at the line and column of the first bad byte
+            (columns count characters, as everywhere else).
+    """
+    try:
+        return normalise_text(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        before = normalise_text(data[:e.start].decode("utf-8"))
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        source = normalise_text(data.decode("utf-8", "replace"))
+        raise NotUTF8(f"{file} is not UTF-8 text: byte 0x{data[e.start]:02x} here cannot be decoded",
+                                 Span(file, line, column, line, column + 1), source=source,
+                                 hint="save the file as UTF-8") from None
+
+
 def parse_module(text: str, file: str = "<text>") -> Module:
     """Parse one file's text into a Module.
 
     Raises:
         CircuitSyntaxError: with the span and what was expected.
     """
+    text = normalise_text(text)
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_PROGRAM_BYTES:
         raise CircuitSyntaxError(f"{file} is {size:,} bytes; the limit is {MAX_PROGRAM_BYTES:,} "

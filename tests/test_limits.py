@@ -61,8 +61,16 @@ NESTED = {  # depth -> a program whose deepest part is nested that deep
     "constant functions": lambda n: program("return x * " + "tanh(" * (n - 1) + "1" + ")" * (n - 1)),
     "size": lambda n: "axis d = " + " + ".join(["1"] * (n + 1)) + "\n" + program("return x", header=""),
     "tuple type": lambda n: program("return x", f"(x: {_tuple_type(n)}) -> {_tuple_type(n)}"),
-    "repeats": lambda n: _repeats(n - 1),
 }
+
+
+def test_repeats_nested_over_the_nesting_limit_are_a_syntax_error():
+    """Loops have a lower limit of their own (MAX_LOOP_DEPTH, tests/test_call_chains.py); past
+    MAX_NESTING the parser stops first."""
+    e = fails(_repeats(N), E.CircuitSyntaxError, f"the limit is {N}")
+    assert "MAX_NESTING" in e.message
+    checks(_repeats(limits.MAX_LOOP_DEPTH))
+    fails(_repeats(limits.MAX_LOOP_DEPTH + 1), E.InvalidArgument, "MAX_LOOP_DEPTH")
 
 
 @pytest.mark.parametrize("kind", sorted(NESTED))
@@ -217,3 +225,157 @@ def test_docs_table_states_the_limits():
         assert row is not None, name
         numbers = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", row.split("|")[2])]
         assert value in numbers, (name, row)
+
+
+# ---------------------------------------------------------------- the whole model's budget (train)
+
+def _tiny_with(tiny: str, path: Path, axes: str, body: str) -> str:
+    text = Path(tiny).read_text().replace("axis hidden = 8", "axis hidden = 8\n" + axes)
+    path.write_text(text.replace("    return linear(h, hidden -> p)", body))
+    return str(path)
+
+
+def test_train_refuses_13_weights_each_just_under_the_weight_budget_before_allocating(tiny, tmp_path, capsys):
+    """Issue 13: 13 weights of 2,147,395,600 elements each (111 GB in all) checked and compiled, then JAX
+    ran out of memory. Each is under the per-weight budget; train refuses the whole before allocating
+    (this test would otherwise try to allocate 111 GB)."""
+    from diagrammar.cli import main
+
+    body = "    g = linear(h, hidden -> w)\n" + "".join("    g = linear(g, w -> w)\n" for _ in range(13)) \
+        + "    return linear(g, w -> p)"
+    big = _tiny_with(tiny, tmp_path / "big.circuit", "axis w = 46340", body)
+    d = diagrammar.load(big)["Tiny"]
+    assert sum(1 for _, wt, _ in d.weights() if wt.type.numel().value == 46340 ** 2) == 13
+    assert all(wt.type.numel().value < 2 ** 31 for _, wt, _ in d.weights())
+    assert main(["train", big, "--circuit", "Tiny", "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"over the training budget of {limits.DEFAULT_MAX_PARAMETERS:,} (--max-parameters)" in err
+    assert "nothing was allocated" in err and "raise --max-parameters" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_model_whose_activations_are_over_the_byte_budget(tiny, tmp_path, capsys):
+    """Few weights, but an activation of 8 x 46,340 x 46,340 floats (69 GB) at batch 1."""
+    from diagrammar.backends.cost import analyse
+    from diagrammar.cli import main
+
+    body = "    g = sum(h * full([w, v], 1.0), over = (w, v))\n    return linear(g, hidden -> p)"
+    big = _tiny_with(tiny, tmp_path / "wide.circuit", "axis w = 46340, v = 46340", body)
+    peak = analyse(diagrammar.load(big)["Tiny"]).peak_bytes.number
+    assert peak > limits.DEFAULT_MAX_MODEL_BYTES
+    assert main(["train", big, "--circuit", "Tiny", "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{peak:,} bytes" in err and f"over the model budget of {limits.DEFAULT_MAX_MODEL_BYTES:,} bytes" in err
+    assert "(--max-model-bytes); nothing was allocated" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    small = _tiny_with(tiny, tmp_path / "narrow.circuit", "axis w = 4, v = 4", body)
+    assert main(["train", small, "--circuit", "Tiny", "--max-model-bytes", "100", "--out", str(tmp_path / "run")]) == 1
+    assert "over the model budget of 100 bytes" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- float constants are float32
+
+@pytest.mark.parametrize("body,column", [
+    ("return x * 1e39", 16),
+    ("return x * (1e20 * 1e20)", 17),
+    ("return x - 3.5e38", 16),
+    ("return x + full([d], -1e39)", 26),
+])
+def test_float_constant_beyond_float32_is_a_span_error(body, column):
+    e = fails(program(body), E.InvalidArgument, "does not fit in float32")
+    assert (e.span.line, e.span.column) == (3, column)
+
+
+def test_float32_initialiser_argument_is_checked():
+    fails(program("param w: [d] = normal(1e39)\nreturn x * w"), E.InvalidArgument, "float32")
+
+
+def test_float_constants_within_float32_check():
+    checks(program("return x * 3.4e38 + x * 1e-50 + where(x > 0, x, -inf)"))
+
+
+# ---------------------------------------------------------------- sizes and indices are int32
+
+def test_axis_over_int32_is_a_span_error():
+    e = fails("axis d = 4, t = 2147483648\n" + program("return x", header=""), E.SizeTooLarge, "MAX_INDEX")
+    assert (e.span.line, e.span.column) == (1, 13)
+    checks("axis d = 4, t = 2147483647\n" + program("return x", header=""))
+    e = fails(HEADER + "circuit G[n = 4](x: [d]) -> [n]:\n    return linear(x, d -> n)\n"
+              "circuit F(x: [d]) -> [d]:\n    return linear(G[n = 3000000000](x), n -> d)\n",
+              E.SizeTooLarge, "axis n has size 3,000,000,000")
+    assert e.span.line == 2
+
+
+def test_size_override_over_int32_is_refused():
+    with pytest.raises(E.SizeTooLarge, match="MAX_INDEX"):
+        checks(program("return x"), sizes={"d": 2 ** 31})
+
+
+def test_free_axis_over_int32_is_refused_when_compiling():
+    d = checks("axis n\ncircuit F(x: [n]) -> int[n]:\n    return arange(n)\n")["F"]
+    with pytest.raises(E.SizeTooLarge, match="MAX_INDEX"):
+        d.compile(rngs=0, n=2 ** 31)
+
+
+def test_index_at_the_int32_limit_is_checked_like_any_other():
+    fails(program("return take(x, d, 2147483648)", "(x: [d]) -> []"), E.InvalidArgument, "")
+
+
+# ---------------------------------------------------------------- steps of repeat and scan
+
+STEP = "circuit S(s: [d], x: [d]) -> ([d], [d]):\n    return s, x\n"
+
+
+def test_repeat_over_the_step_limit_is_a_span_error():
+    """Issue 13: `repeat 2**62` passed check and compile, and calling the model aborted Python."""
+    for n in (2 ** 31, 2 ** 62):
+        e = fails(program(f"repeat {n}:\n    x = relu(x)\nreturn x"), E.InvalidArgument, "MAX_STEPS")
+        assert (e.span.line, e.span.column) == (3, 12)
+    checks(program(f"repeat {limits.MAX_STEPS}:\n    x = relu(x)\nreturn x"))
+
+
+def test_scan_over_the_step_limit_is_a_span_error():
+    text = ("axis d = 4, t = 4611686018427387904\n" + STEP + "circuit F(x: [t, d]) -> [d]:\n"
+            "    s, ys = scan(S, x, along = t, init = take(x, t, 0))\n    return s\n")
+    e = fails(text, E.CircuitError, "")
+    assert "MAX_STEPS" in e.message or "MAX_INDEX" in e.message
+
+
+def test_free_repeat_count_over_the_step_limit_is_refused_when_compiling():
+    d = checks("axis d = 4, n\ncircuit F(x: [d]) -> [d]:\n    repeat n:\n        x = relu(x)\n    return x\n")["F"]
+    with pytest.raises(E.CircuitError, match="MAX_STEPS|MAX_INDEX"):
+        d.compile(rngs=0, n=2 ** 62)
+
+
+# ---------------------------------------------------------------- use paths
+
+@pytest.mark.parametrize("path,cls,words", [
+    ("a\0b.circuit", E.InvalidArgument, "control character"),  # was ValueError: embedded null byte
+    ("x" * 300 + ".circuit", E.UseNotFound, "File name too long"),  # was OSError ENAMETOOLONG
+    ("a/" * 100_000 + "x.circuit", E.InvalidArgument, "MAX_USE_PATH"),  # took 20 s, then OSError
+])
+def test_bad_use_paths_are_span_errors(path, cls, words, tmp_path):
+    e = fails(f'use "{path}"\n', cls, words, root=tmp_path)
+    assert (e.span.line, e.span.column) == (1, 1)
+
+
+def test_use_path_at_the_limit_is_looked_up(tmp_path):
+    deep = "a/" * ((limits.MAX_USE_PATH - len("x.circuit")) // 2)
+    path = deep + "x" * (limits.MAX_USE_PATH - len(deep) - len(".circuit")) + ".circuit"
+    assert len(path) == limits.MAX_USE_PATH
+    fails(f'use "{path}"\n', E.UseNotFound, "no file", root=tmp_path)
+    fails(f'use "{path[:-8]}y.circuit"\n', E.InvalidArgument, "MAX_USE_PATH", root=tmp_path)
+
+
+def test_int64_input_indices_over_int32_are_refused_not_wrapped():
+    """Issue 13: int64 indices of 2**31 and above wrapped silently when a model was called."""
+    import numpy as np
+
+    d = checks("axis v = 8, d = 4\ncircuit F(i: int[]) -> [d]:\n    return embed(i, v -> d)\n")["F"]
+    model = d.compile(rngs=0)
+    (table_name, _, _), = d.weights()
+    table = np.asarray(model.weight(table_name))
+    np.testing.assert_allclose(np.asarray(model(np.array([3], dtype=np.int64))), table[[3]], rtol=1e-6)
+    for bad in (2 ** 31, 2 ** 32 + 3, -2 ** 31 - 1):
+        with pytest.raises(ValueError, match="int32"):
+            model(np.array([bad], dtype=np.int64))

@@ -25,8 +25,9 @@ from ..errors import (
     WrongArity,
 )
 from ..ir import Axis, Size, TensorType, TupleType, const_label
+from ..limits import MAX_CALL_DEPTH, MAX_INDEX, MAX_LOOP_DEPTH
 from ..ops import REQUIRED
-from .consts import check_float, check_int32, folded
+from .consts import check_float, check_float32, check_int32, folded
 from .hints import _did_you_mean, type_table
 from .rules import TYPING
 from .sizes import eval_size
@@ -43,6 +44,10 @@ from .values import (
     _Poison,
     _Skip,
 )
+
+
+_CALLS = ("call", "scan", "dispatch")  # boxes whose body is another circuit
+_LOOPS = ("repeat", "scan", "dispatch")  # boxes whose body runs as a loop (lax.scan, vmap)
 
 
 class _CircuitChecker(_Statements):
@@ -87,7 +92,11 @@ class _CircuitChecker(_Statements):
                  hint=_did_you_mean(name, list(self.b.axes)) or f"declare it: axis {name} = ...")
 
     def axis(self, name: str, span: Span, *types) -> Axis:
-        return Axis(name, self.axis_size(name, span, *types))
+        size = self.axis_size(name, span, *types)
+        if size.is_const and size.value > MAX_INDEX:
+            self.err(SizeTooLarge, f"axis {name} has size {size.value:,}, over the limit of {MAX_INDEX:,} "
+                     "(limits.MAX_INDEX)", span, hint="positions along an axis are int32 indices")
+        return Axis(name, size)
 
     def resolve_type(self, node):
         if isinstance(node, S.TupleTypeNode):
@@ -104,6 +113,8 @@ class _CircuitChecker(_Statements):
         return TensorType(tuple(axes), node.dtype)
 
     def add_box(self, op, inputs, out_types, span, attrs=None, weights=(), roles=None, body=None, label=None):
+        if body is not None:
+            self.check_nesting(op, body, span)
         outs = [self.b.new_wire(t) for t in out_types]
         box = _BoxB(op, list(inputs), outs, dict(attrs or {}), list(weights), dict(roles or {}), span, body,
                     label_hint=label)
@@ -117,6 +128,20 @@ class _CircuitChecker(_Statements):
         self.b.boxes.append(box)
         self.stmt_boxes.append(box)
         return [T(o, t) for o, t in zip(outs, out_types)]
+
+    def check_nesting(self, op: str, body, span: Span):
+        """Refuse a box that nests its body too deep: a chain of calls over limits.MAX_CALL_DEPTH circuits,
+        or loops over limits.MAX_LOOP_DEPTH (each backend walks nested diagrams recursively)."""
+        calls, loops = self.checker.nested(body)
+        calls, loops = calls + (op in _CALLS), loops + (op in _LOOPS)
+        if calls + 1 > MAX_CALL_DEPTH:
+            self.err(InvalidArgument, f"this {op} makes a chain of {calls + 1} circuits, each calling the next; the "
+                     f"limit is {MAX_CALL_DEPTH} (limits.MAX_CALL_DEPTH)", span,
+                     hint="call the parts one after another from one circuit")
+        if loops > MAX_LOOP_DEPTH:
+            self.err(InvalidArgument, f"this {op} nests {loops} loops (repeat, scan, dispatch) in one another; the "
+                     f"limit is {MAX_LOOP_DEPTH} (limits.MAX_LOOP_DEPTH)", span,
+                     hint="run the loops one after another, or merge their counts")
 
     def budget_of_copies(self, body, count: Size, span: Span, what: str):
         """Refuse, as compile would, a weight of `body` whose `count` copies (a repeat's, or a dispatch's
@@ -206,8 +231,11 @@ class _CircuitChecker(_Statements):
         v = self.expr(node)
         if not isinstance(v, C):
             self.err(InvalidArgument, f"{what} must be a number known when checking", node.span)
-        return folded(v.tree, node.span, finite=finite, what=what) if not _has_free(v.tree) else self.err(
-            InvalidArgument, f"{what} must not depend on a size bound at compile time", node.span)
+        if _has_free(v.tree):
+            self.err(InvalidArgument, f"{what} must not depend on a size bound at compile time", node.span)
+        x = folded(v.tree, node.span, finite=finite, what=what)
+        check_float32(x, v.tree, node.span)
+        return x
 
     def int_tuple(self, node, what) -> tuple[int, ...]:
         items = node.items if isinstance(node, S.TupleExpr) else (node,)
@@ -216,6 +244,9 @@ class _CircuitChecker(_Statements):
             x = self.const_number(it, what)
             if x != int(x) or x < 1:
                 self.err(InvalidArgument, f"{what} must be positive integers", it.span)
+            if x > MAX_INDEX:
+                self.err(InvalidArgument, f"{what}: {int(x):,} is over the limit of {MAX_INDEX:,} (limits.MAX_INDEX)",
+                         it.span, hint="sizes, counts and indices are int32")
             out.append(int(x))
         return tuple(out)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from ..bounds import int_value
+from ..bounds import FLOAT32_MAX, int_value
 from ..errors import InvalidArgument, Span
 from ..ir import _CASTS, _CONST_FNS, const_label, eval_whole
 from .values import _has_free
@@ -30,10 +30,26 @@ def check_int32(ck, tree, span) -> None:
 
 
 def check_float(ck, tree, span) -> None:
-    """Refuse, when checking, a float constant that has no value (see `folded`); one reading a free
-    size is checked when the sizes are bound."""
+    """Refuse, when checking, a float constant that has no value (see `folded`) or that float32 cannot
+    hold (a float is float32 in every backend, so `1e39` would become inf); one reading a free size is
+    checked when the sizes are bound."""
     if not _has_free(tree):
-        folded(tree, span)
+        check_float32(folded(tree, span), tree, span)
+
+
+def check_float32(v: float, tree, span) -> None:
+    """Refuse a finite folded value beyond float32's range (inf as written stays legal)."""
+    if math.isfinite(v) and abs(v) > FLOAT32_MAX:
+        label = const_label(tree)
+        try:
+            plain = float(label) == v
+        except ValueError:
+            plain = False
+        what = label if plain else f"{label} = {v:g}"
+        raise InvalidArgument(f"{what} does not fit in float32: it would become "
+                              f"{'-' if v < 0 else ''}inf", span,
+                              hint=f"floats are 32-bit: at most about {FLOAT32_MAX:.4g} in size; write inf for an "
+                                   "infinity")
 
 
 def folded(tree, span: Span | None, *, finite: bool = False, what: str | None = None) -> float:

@@ -30,9 +30,9 @@ from ..errors import (
     WrongArity,
 )
 from ..ir import Axis, Diagram, Requirement, Size
-from ..limits import MAX_USE_DEPTH
+from ..limits import MAX_CALL_DEPTH, MAX_PROGRAM_BYTES, MAX_USE_DEPTH, MAX_USE_PATH, recursion_room
 from . import generic
-from .circuit import _CircuitChecker
+from .circuit import _CALLS, _LOOPS, _CircuitChecker
 from .hints import _did_you_mean
 from .sizes import (
     check_overrides,
@@ -173,7 +173,8 @@ class Program:
                 args[k] = Size.of(int(v))
         checker.sink = ErrorSink()
         try:
-            d = checker.instantiate(name, args, None)
+            with _NoCycleCollection():
+                d = checker.instantiate(name, args, None)
         except CircuitError as e:
             checker.sink.add(e)
             d = None
@@ -205,6 +206,25 @@ class Checker:
         self.root = "the program"  # the root file as the user named it
         self.cache: dict[tuple, Diagram] = {}
         self.stack: list[str] = []
+        self.nesting: dict[int, tuple[Diagram, int, int]] = {}  # id -> (diagram, calls, loops) below it
+
+    def nested(self, d: Diagram) -> tuple[int, int]:
+        """The calls and the loops nested below `d` at most (a chain C1 -> C2 below is 2 calls).
+
+        Counted bottom-up and remembered per diagram, so a diagram made from cached ones is measured
+        without walking them again (and a cache never hides a chain over limits.MAX_CALL_DEPTH).
+        """
+        hit = self.nesting.get(id(d))
+        if hit is not None and hit[0] is d:
+            return hit[1], hit[2]
+        calls = loops = 0
+        for b in d.boxes:
+            if b.body is not None:
+                c, lp = self.nested(b.body)  # remembered already: bodies are measured as their boxes are made
+                calls = max(calls, c + (b.op in _CALLS))
+                loops = max(loops, lp + (b.op in _LOOPS))
+        self.nesting[id(d)] = (d, calls, loops)
+        return calls, loops
 
     def fork(self, overrides: dict) -> Checker:
         """A checker of the same files (read and parsed once) with other size overrides, not yet checked."""
@@ -242,9 +262,18 @@ class Checker:
                 hint="use the files from one file that lists them, rather than each from the one before"))
             return None
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            self.sink.add(CircuitSyntaxError(f"{display} is not UTF-8 text", span))
+            with open(path, "rb") as f:  # no more than the limit is read, whatever the file's size
+                data = f.read(MAX_PROGRAM_BYTES + 1)
+                size = os.fstat(f.fileno()).st_size
+            if len(data) > MAX_PROGRAM_BYTES:
+                self.sink.add(CircuitSyntaxError(
+                    f"{display} is {max(size, len(data)):,} bytes; the limit is {MAX_PROGRAM_BYTES:,} "
+                    "(limits.MAX_PROGRAM_BYTES), so it was not parsed", Span(display, 1, 1, 1, 2)))
+                return None
+            text = S.decode_source(data, display)
+        except CircuitSyntaxError as e:  # at the first byte that is not UTF-8, in that file
+            self.sources[display] = e.source
+            self.sink.add(e)
             return None
         except OSError as e:
             self.sink.add(UseNotFound(f"cannot read {display}: {e.strerror}", span))
@@ -252,6 +281,7 @@ class Checker:
         return self.load_text(text, display, real, base=path.parent, depth=depth)
 
     def load_text(self, text: str, display: str, key: str, base: Path | None, depth: int = 1) -> S.Module | None:
+        text = S.normalise_text(text)  # the text the spans count in
         self.sources[display] = text
         try:
             module = S.parse_module(text, display)
@@ -268,6 +298,20 @@ class Checker:
 
     def _resolve_use(self, use: S.Use, base: Path | None, depth: int = 1):
         rel = use.path
+        if len(rel) > MAX_USE_PATH:  # refused before the file system sees it (resolving is slow in the length)
+            self.sink.add(InvalidArgument(f"this use path has {len(rel):,} characters; the limit is {MAX_USE_PATH:,} "
+                                          "(limits.MAX_USE_PATH)", use.span))
+            return
+        bad = next((c for c in rel if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            self.sink.add(InvalidArgument(f"a use path cannot hold the control character {bad!r}", use.span))
+            return
+        try:
+            self._resolve_path(use, rel, base, depth)
+        except (OSError, ValueError) as e:  # a name too long for the file system, ...
+            self.sink.add(UseNotFound(f"cannot use {rel!r}: {getattr(e, 'strerror', None) or e}", use.span))
+
+    def _resolve_path(self, use: S.Use, rel: str, base: Path | None, depth: int):
         if not rel.endswith(".circuit"):
             self.sink.add(UseNotFound(f"use names a .circuit file, got {rel!r}", use.span))
             return
@@ -401,6 +445,12 @@ class Checker:
             self.sink.add(RecursiveCircuit(f"circuit {name} calls itself: {cycle}", span,
                                            hint="circuits cannot recurse; use repeat or scan"))
             return None
+        if len(self.stack) >= MAX_CALL_DEPTH:  # checked before recursing into the callee
+            self.sink.add(InvalidArgument(
+                f"this call makes a chain of {len(self.stack) + 1} circuits, each calling the next "
+                f"({self.stack[0]} -> ... -> {self.stack[-1]} -> {name}); the limit is {MAX_CALL_DEPTH} "
+                f"(limits.MAX_CALL_DEPTH)", span, hint="call the parts one after another from one circuit"))
+            return None
         sink, first = self.sink, len(self.sink.errors)
         self.stack.append(name)
         try:
@@ -457,18 +507,23 @@ class Checker:
 
 
 class _NoCycleCollection:
-    """Pause the cyclic garbage collector while checking.
+    """Pause the cyclic garbage collector while checking, and give the checker room on the stack.
 
     Checking allocates many small objects and no cycles worth collecting; a
     generational collection every few thousand allocations re-walks the whole
-    young heap and made checking time grow faster than program size.
+    young heap and made checking time grow faster than program size. The
+    checker recurses through calls and nesting, bounded by the limits
+    (limits.CHECK_FRAMES), so Python's recursion limit is raised to that.
     """
 
     def __enter__(self):
         self.was_enabled = gc.isenabled()
         gc.disable()
+        self.room = recursion_room()
+        self.room.__enter__()
 
     def __exit__(self, *exc):
+        self.room.__exit__(*exc)
         if self.was_enabled:
             gc.enable()
 

@@ -15,6 +15,7 @@ from ..errors import (
     UnknownName,
 )
 from ..ir import Requirement, Size
+from ..limits import MAX_INDEX
 from .hints import _did_you_mean
 
 # (axis name, where it is written) -> its size; raises CircuitError
@@ -118,6 +119,9 @@ def check_overrides(overrides: dict, axis_decls: dict, axis_params: dict[str, li
             errors.append(InvalidArgument(f"the size of {name} must be a whole number, got {value!r}", None))
         elif whole_size(value) < 1:
             errors.append(SizeTooLarge(f"the size of {name} must be at least 1, got {whole_size(value)}", None))
+        elif whole_size(value) > MAX_INDEX:
+            errors.append(SizeTooLarge(f"the size of {name} must be at most {MAX_INDEX:,} (limits.MAX_INDEX), got "
+                                       f"{whole_size(value):,}", None))
     return errors
 
 
@@ -164,6 +168,9 @@ def _size_names(node):
 def _check_positive(s: Size, item):
     if s.is_const and s.value <= 0:
         raise SizeTooLarge(f"axis {item.name} has size {s.value}; sizes must be at least 1", item.span)
+    if s.is_const and s.value > MAX_INDEX:
+        raise SizeTooLarge(f"axis {item.name} has size {s.value:,}, over the limit of {MAX_INDEX:,} "
+                           "(limits.MAX_INDEX)", item.span, hint="positions along an axis are int32 indices")
 
 
 def global_lookup(global_axes: dict[str, Size], params: dict[str, Size]) -> Lookup:

@@ -17,6 +17,7 @@ from ..errors import (
     WrongArity,
 )
 from ..ir import Diagram, Init, Port, TensorType, TupleType, Weight, Wire
+from ..limits import MAX_STEPS
 from ..ops import OWNS_WEIGHTS
 from .hints import mismatch_hint, type_table
 from .sizes import requirement
@@ -287,6 +288,9 @@ class _Statements:
         count = self.eval_size_here(st.count)
         if count.is_const and count.value < 1:
             self.err(InvalidArgument, f"repeat needs a count of at least 1, got {count.value}", st.count.span)
+        if count.is_const and count.value > MAX_STEPS:
+            self.err(InvalidArgument, f"repeat {count.value:,} is over the limit of {MAX_STEPS:,} steps "
+                     "(limits.MAX_STEPS)", st.count.span, hint="JAX counts the steps of a loop in int32")
         carried = []
         for name in _assigned_names(st.body):
             v = self.b.lookup(name)

@@ -75,7 +75,7 @@ def run(args) -> int:
             try:
                 program = load(path, max_weight_elements=budget, sizes=dict(args.size_overrides) or None)
             except CircuitError as e:
-                status = max(status, 1)
+                status = max(status, getattr(e, "exit_code", 1))  # 2: a file that is not UTF-8
                 if args.json:
                     report.append({"file": path, "ok": False, "diagnostics": e.to_json()})
                 else:

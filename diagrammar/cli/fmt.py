@@ -79,7 +79,12 @@ def run(args) -> int:
                     raw = f.read()
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                print(f"diagrammar fmt: error: {path} is not UTF-8 text", file=sys.stderr)
+                from ..syntax import decode_source
+
+                try:  # raises NotUTF8 at the line and column of the first bad byte
+                    decode_source(raw, str(path))
+                except CircuitError as e:
+                    print(e.format(), file=sys.stderr)
                 status = 2
                 continue
             except UnusableFile as e:

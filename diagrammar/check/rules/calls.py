@@ -18,6 +18,7 @@ from ...errors import (
     WrongArity,
 )
 from ...ir import Axis, Diagram, Size, TensorType, TupleType, flat_types
+from ...limits import MAX_STEPS
 from ..hints import _did_you_mean, mismatch_hint, type_table
 from ..values import (
     C,
@@ -108,6 +109,9 @@ def scan(ck, op, node, args):
         x_vals.append(T(t.wire, TensorType(tuple(a for a in t.type.axes if a.name != t_name), t.type.dtype)))
     if t_size is None:
         t_size = ck.axis_size(t_name, t_span)
+    if t_size.is_const and t_size.value > MAX_STEPS:
+        ck.err(InvalidArgument, f"scan along {t_name} runs {t_size.value:,} steps, over the limit of {MAX_STEPS:,} "
+               "(limits.MAX_STEPS)", t_span, hint="JAX counts the steps of a loop in int32")
     step = ck.checker.instantiate(step_name, step_sizes, node.span)
     if step is None:
         raise _Skip()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ...errors import InvalidArgument
 from ...ir import TensorType, const_label
-from ..consts import folded
+from ..consts import check_float32, folded
 from ..values import C, _has_free
 from . import typing_rule
 
@@ -25,7 +25,7 @@ def full(ck, op, node, args):
                "for a wire x, x * full([axes], 1) broadcasts it")
     if not _has_free(v.tree):
         try:
-            folded(v.tree, args["value"].span)
+            check_float32(folded(v.tree, args["value"].span), v.tree, args["value"].span)
         except InvalidArgument as e:
             ck.err(InvalidArgument, f"full's value {e.message}", args["value"].span, hint=e.hint)
     out = TensorType(axes)
