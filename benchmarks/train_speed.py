@@ -13,15 +13,22 @@
       cost_analysis(), over its measured time) over the GFLOP/s of a large
       matmul measured in the same run; goal >= 0.7. Printed for the default
       lowering (the first layer as a row gather) and for the dense one-hot product.
+  (e) GrokTransformer (full batch, p = 113, 30%), the zoo Decoder (batch 64 x seq 16)
+      and the sort pointer network (n = 10, batch 128): the compiled circuit, with and
+      without the optimisation passes (diagrammar/passes), against the same model
+      hand-written in JAX the plain way, plus each step's fraction of the matmul's
+      GFLOP/s; goals: >= 1.3x (GrokTransformer, and >= 0.5 of the matmul), >= 1.1x
+      (Decoder, pointer network).
 
 The machine may be shared with other jobs, so every comparison interleaves its
 contenders in short blocks and compares the fastest block of each (the one least
 disturbed by other processes); medians are printed alongside.
-Run:  python benchmarks/train_speed.py [--quick]
+Run:  python benchmarks/train_speed.py [--quick] [--only modadd|transformer]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -376,17 +383,396 @@ def part_d(quick: bool) -> None:
                step_rate / mm_rate >= 0.7)
 
 
+# ---------------------------------------------------------------- (e) transformers and a pointer network
+#
+# Each zoo model against the same model written by hand in JAX the plain way (a projection per weight, einsum
+# attention, a Python loop over layers, lax.scan over an RNN's steps), every contender a jitted functional
+# step with the same AdamW, timed interleaved in short blocks with a 2048^3 matmul in the same run. The
+# compiled circuit runs twice: with the optimisation passes (diagrammar/passes, the default) and without.
+
+
+def functional_step(loss_fn, tx):
+    """A jitted train step `(params, opt_state, batch) -> (params, opt_state, loss)` of `loss_fn(params, batch)`."""
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+    return step
+
+
+def compiled_contender(model, loss_of_model, batch, tx):
+    """(step, args) for a compiled circuit: its weights are the params, everything else is held fixed."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_fn(params, batch):
+        return loss_of_model(nnx.merge(graphdef, params, rest, copy=True), batch)
+
+    return functional_step(loss_fn, tx), (params, tx.init(params), batch)
+
+
+def hand_contender(loss_fn, params, batch, tx):
+    return functional_step(loss_fn, tx), (params, tx.init(params), batch)
+
+
+def _normal(key, shape, scale):
+    return scale * jax.random.normal(key, shape, jnp.float32)
+
+
+def hand_grok_params(key, d=128, heads=4, mlp=512, vocab=114, p=113):
+    ks = iter(jax.random.split(key, 9))
+    return {"embed": _normal(next(ks), (vocab, d), d ** -0.5), "pos": _normal(next(ks), (3, d), 0.02),
+            "q": _normal(next(ks), (d, d), d ** -0.5), "k": _normal(next(ks), (d, d), d ** -0.5),
+            "v": _normal(next(ks), (d, d), d ** -0.5), "o": _normal(next(ks), (d, d), d ** -0.5),
+            "w1": _normal(next(ks), (d, mlp), d ** -0.5), "b1": jnp.zeros(mlp),
+            "w2": _normal(next(ks), (mlp, d), mlp ** -0.5), "b2": jnp.zeros(d), "u": _normal(next(ks), (d, p), d ** -0.5)}
+
+
+def _causal_attention(x, q_w, k_w, v_w, o_w, heads):
+    """Multi-head causal self-attention as usually written: three projections, einsum scores and mixing."""
+    b, t, d = x.shape
+    dk = d // heads
+    q, k, v = ((x @ w).reshape(b, t, heads, dk) for w in (q_w, k_w, v_w))
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dk)
+    s = jnp.where(jnp.tril(jnp.ones((t, t), bool)), s, -jnp.inf)
+    o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, axis=-1), v).reshape(b, t, d)
+    return o @ o_w
+
+
+def hand_grok_logits(p, tokens, heads=4):
+    x = p["embed"][tokens] + p["pos"]
+    x = x + _causal_attention(x, p["q"], p["k"], p["v"], p["o"], heads)
+    x = x + jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    return x[:, -1] @ p["u"]
+
+
+def _layernorm(x, scale, bias, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    xc = x - mean
+    return xc * jax.lax.rsqrt((xc * xc).mean(-1, keepdims=True) + eps) * scale + bias
+
+
+def hand_decoder_params(key, d=64, layers=4, vocab=256, seq=16):
+    ks = iter(jax.random.split(key, 3 + 6 * layers))
+    blocks = [{"ln1": (jnp.ones(d), jnp.zeros(d)), "ln2": (jnp.ones(d), jnp.zeros(d)),
+               "q": _normal(next(ks), (d, d), d ** -0.5), "k": _normal(next(ks), (d, d), d ** -0.5),
+               "v": _normal(next(ks), (d, d), d ** -0.5), "o": _normal(next(ks), (d, d), d ** -0.5),
+               "w1": _normal(next(ks), (d, 4 * d), d ** -0.5), "b1": jnp.zeros(4 * d),
+               "w2": _normal(next(ks), (4 * d, d), (4 * d) ** -0.5), "b2": jnp.zeros(d)} for _ in range(layers)]
+    return {"embed": _normal(next(ks), (vocab, d), d ** -0.5), "pos": _normal(next(ks), (seq, d), 0.02),
+            "blocks": blocks, "ln": (jnp.ones(d), jnp.zeros(d)), "u": _normal(next(ks), (d, vocab), d ** -0.5)}
+
+
+def _dropout(key, x, rate=0.1):
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def hand_decoder_logits(p, tokens, key, heads=4):
+    x = p["embed"][tokens] + p["pos"]
+    for i, blk in enumerate(p["blocks"]):  # the plain way: a Python loop over the layers
+        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+        a = _causal_attention(_layernorm(x, *blk["ln1"]), blk["q"], blk["k"], blk["v"], blk["o"], heads)
+        x = x + _dropout(k1, a)
+        f = jax.nn.gelu(_layernorm(x, *blk["ln2"]) @ blk["w1"] + blk["b1"]) @ blk["w2"] + blk["b2"]
+        x = x + _dropout(k2, f)
+    return _layernorm(x, *p["ln"]) @ p["u"]
+
+
+def _next_token_loss(logits, tokens):
+    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:]).mean()
+
+
+def hand_pointer_params(key, feat=2, hd=128, att=128):
+    ks = iter(jax.random.split(key, 12))
+
+    def lstm():
+        return {"wx": _normal(next(ks), (hd, 4 * hd), hd ** -0.5), "b": jnp.zeros(4 * hd),
+                "wh": _normal(next(ks), (hd, 4 * hd), hd ** -0.5)}
+
+    return {"enc_in": _normal(next(ks), (feat, hd), feat ** -0.5), "enc_in_b": jnp.zeros(hd), "enc": lstm(),
+            "dec_in": _normal(next(ks), (feat, hd), feat ** -0.5), "dec_in_b": jnp.zeros(hd), "dec": lstm(),
+            "w1": _normal(next(ks), (hd, att), hd ** -0.5), "w2": _normal(next(ks), (hd, att), hd ** -0.5),
+            "w2_b": jnp.zeros(att), "v": _normal(next(ks), (att,), att ** -0.5), "h0": jnp.zeros(hd),
+            "go": _normal(next(ks), (feat,), 0.1)}
+
+
+def _lstm(p, state, x):
+    h, c = state
+    z = x @ p["wx"] + p["b"] + h @ p["wh"]  # the plain way: one product for the input, one for the state
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), h
+
+
+def hand_pointer_logp(p, x, valid, forced):
+    """circuits/pointer.circuit's PointerNet with teacher forcing (sorting: no reopening), in plain JAX."""
+    b, n, _ = x.shape
+    h0 = jnp.broadcast_to(p["h0"], (b, p["h0"].shape[0]))
+
+    def encode(state, xs):
+        x_t, valid_t = xs
+        new, e = _lstm(p["enc"], state, x_t @ p["enc_in"] + p["enc_in_b"])
+        keep = valid_t[:, None]
+        return (jnp.where(keep, new[0], state[0]), jnp.where(keep, new[1], state[1])), e
+
+    enc_state, enc = jax.lax.scan(encode, (h0, h0), (jnp.swapaxes(x, 0, 1), valid.T))
+    keys = jnp.swapaxes(enc, 0, 1) @ p["w1"]  # [b, n, att]
+
+    def decode(state, forced_t):
+        lstm, prev, chosen = state
+        lstm, h = _lstm(p["dec"], lstm, prev @ p["dec_in"] + p["dec_in_b"])
+        free = jnp.where(valid, chosen < 0.5, valid)
+        allowed = jnp.where(free.sum(-1, keepdims=True) > 0, free, valid)
+        u = jnp.tanh(keys + (h @ p["w2"] + p["w2_b"])[:, None, :]) @ p["v"]
+        logp = jax.nn.log_softmax(jnp.where(allowed, u, -jnp.inf), axis=-1)
+        pick = forced_t
+        return (lstm, jnp.einsum("bn,bnf->bf", pick, x), chosen + pick), logp
+
+    go = jnp.broadcast_to(p["go"], (b, p["go"].shape[0]))
+    _, logp = jax.lax.scan(decode, (enc_state, go, jnp.zeros((b, n))), jnp.swapaxes(forced, 0, 1))
+    return jnp.swapaxes(logp, 0, 1)
+
+
+def transformer_contenders(quick: bool) -> dict[str, dict[str, tuple]]:
+    """For each model: {contender name: (step, args)}."""
+    from diagrammar.train import pointer as pointer_task
+
+    tx = default_optimizer(LR, WD, B1, B2)
+    out: dict[str, dict[str, tuple]] = {}
+    load = diagrammar.load
+
+    # GrokTransformer, full batch: p = 113, 30% of the pairs (3,831 examples)
+    task = ModAdd(p=113, train_frac=0.3, seed=0, inputs="tokens")
+    batch = {"tokens": task.model_inputs(task.train_data)[0], "label": task.train_data["label"]}
+    grok = load(circuits_dir() / "grok_transformer.circuit")["GrokTransformer"]
+
+    def grok_loss(model, batch):
+        return optax.softmax_cross_entropy_with_integer_labels(model(batch["tokens"]), batch["label"]).mean()
+
+    out["GrokTransformer, full batch (p=113, 30%)"] = {
+        "compiled, passes": compiled_contender(grok.compile(rngs=nnx.Rngs(0)), grok_loss, batch, tx),
+        "compiled, no passes": compiled_contender(grok.compile(rngs=nnx.Rngs(0), passes=False), grok_loss, batch, tx),
+        "hand-written JAX": hand_contender(
+            lambda p, bt: optax.softmax_cross_entropy_with_integer_labels(
+                hand_grok_logits(p, bt["tokens"]), bt["label"]).mean(), hand_grok_params(jax.random.key(0)),
+            batch, tx)}
+
+    # the zoo Decoder (circuits/transformer.circuit: d = 64, 4 blocks, dropout 0.1), batch 64 x seq 16
+    tokens = jax.random.randint(jax.random.key(1), (64, 16), 0, 256)
+    decoder = load(circuits_dir() / "transformer.circuit")["Decoder"]
+
+    def decoder_loss(model, tokens):
+        return _next_token_loss(model(tokens), tokens)
+
+    out["Decoder, batch 64 x seq 16"] = {
+        "compiled, passes": compiled_contender(decoder.compile(rngs=nnx.Rngs(0)), decoder_loss, tokens, tx),
+        "compiled, no passes": compiled_contender(decoder.compile(rngs=nnx.Rngs(0), passes=False), decoder_loss,
+                                                  tokens, tx),
+        "hand-written JAX": hand_contender(
+            lambda p, t: _next_token_loss(hand_decoder_logits(p, t, jax.random.key(2)), t),
+            hand_decoder_params(jax.random.key(0)), tokens, tx)}
+
+    # the sort pointer network (circuits/pointer.circuit), n = 5..10 padded to 10, batch 128, teacher forcing
+    sort = pointer_task.PointerTask(kind="sort", n_min=5, n_max=10, eval_size=8)
+    pbatch = sort.sample(jax.random.key(3))
+    pointer_net = load(circuits_dir() / "pointer.circuit")["PointerNet"]
+    sizes = pointer_task.PointerTask.axis_sizes("sort", 10)
+
+    def pointer_loss(model, bt):
+        return sort.loss(model, bt, True)[0]
+
+    def hand_pointer_loss(p, bt):
+        forced = jax.nn.one_hot(bt["target"], 10, dtype=jnp.float32) * bt["target_mask"][..., None]
+        return pointer_task.masked_nll(hand_pointer_logp(p, bt["x"], bt["mask"], forced), bt["target"],
+                                       bt["target_mask"])
+
+    out["PointerNet, sort n=10, batch 128"] = {
+        "compiled, passes": compiled_contender(pointer_net.compile(rngs=nnx.Rngs(0), **sizes), pointer_loss,
+                                               pbatch, tx),
+        "compiled, no passes": compiled_contender(pointer_net.compile(rngs=nnx.Rngs(0), passes=False, **sizes),
+                                                  pointer_loss, pbatch, tx),
+        "hand-written JAX": hand_contender(hand_pointer_loss, hand_pointer_params(jax.random.key(0)), pbatch, tx)}
+    return out
+
+
+def part_e(quick: bool) -> None:
+    print("(e) transformers and a pointer network: compiled circuit (with and without the optimisation passes)\n"
+          "    vs the same model hand-written in JAX the plain way; jitted steps with AdamW, interleaved blocks,\n"
+          "    fastest block of each; cpu = this process's CPU time per step (less sensitive to other jobs)",
+          flush=True)
+    models = transformer_contenders(quick)
+    compiled = {}
+    for model, contenders in models.items():
+        for name, (step, args) in contenders.items():
+            c = jax.jit(step).lower(*args).compile()
+            compiled[(model, name)] = (c, args, flops_of(c))
+    n = 2048
+    x = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    yy = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(jnp.matmul).lower(x, yy).compile()
+    mm_flops = flops_of(mm)
+    wall: dict = {k: [] for k in compiled}
+    cpu: dict = {k: [] for k in compiled}
+    t_mm: list[float] = []
+    rounds, reps = (3, 2) if quick else (8, 3)
+    keys = list(compiled)
+    for r in range(rounds):  # interleaved, alternating direction, so all see the same machine load
+        for key in (keys if r % 2 == 0 else keys[::-1]):
+            fn, args, _ = compiled[key]
+            jax.block_until_ready(fn(*args))
+            for _ in range(reps):
+                t, c = time.perf_counter(), time.process_time()
+                jax.block_until_ready(fn(*args))
+                wall[key].append(time.perf_counter() - t)
+                cpu[key].append(time.process_time() - c)
+        t_mm += timed(mm, (x, yy), 2)
+    mm_rate = mm_flops / min(t_mm) / 1e9
+    print(f"  matmul {n}^3: {mm_flops / 1e9:.1f} GFLOP in {1e3 * min(t_mm):.1f} ms = {mm_rate:.1f} GFLOP/s "
+          f"(median {1e3 * statistics.median(t_mm):.1f} ms)", flush=True)
+    goals = {"GrokTransformer": 1.3, "Decoder": 1.1, "PointerNet": 1.1}
+    for model in models:
+        print(f"  {model}:")
+        for name in models[model]:
+            key = (model, name)
+            rate = compiled[key][2] / min(wall[key]) / 1e9
+            print(f"    {name:<20} {1e3 * min(wall[key]):8.1f} ms/step (median {1e3 * statistics.median(wall[key]):.1f}; "
+                  f"cpu {1e3 * min(cpu[key]):.1f}), {compiled[key][2] / 1e9:.2f} GFLOP = {rate:.1f} GFLOP/s = "
+                  f"{rate / mm_rate:.2f} of the matmul's", flush=True)
+        hand = min(wall[(model, "hand-written JAX")])
+        goal = goals[model.split(",")[0]]
+        ratio = hand / min(wall[(model, "compiled, passes")])
+        report(f"(e) speed-up over hand-written JAX, {model.split(',')[0]}", ratio, f">= {goal}", ratio >= goal)
+        print(f"  (without the passes: {hand / min(wall[(model, 'compiled, no passes')]):.3f}; by CPU time: "
+              f"{min(cpu[(model, 'hand-written JAX')]) / min(cpu[(model, 'compiled, passes')]):.3f} with, "
+              f"{min(cpu[(model, 'hand-written JAX')]) / min(cpu[(model, 'compiled, no passes')]):.3f} without)")
+        if model.startswith("GrokTransformer"):
+            key = (model, "compiled, passes")
+            frac = compiled[key][2] / min(wall[key]) / 1e9 / mm_rate
+            report("(e) GrokTransformer step, fraction of the matmul's GFLOP/s", frac, ">= 0.5", frac >= 0.5)
+
+
+def op_kinds(compiled, args, steps: int = 4) -> dict[str, tuple[float, int]]:
+    """Milliseconds per step and op count by kind of op, from a jax.profiler trace of `steps` steps.
+
+    Each traced op is classified by the HLO of the fusion it runs: one holding a dot is a matrix
+    product, else one holding a transpose or copy, a reduce, a gather or scatter, or element-wise.
+    """
+    import collections
+    import glob
+    import gzip
+    import json
+    import re
+    import tempfile
+
+    jax.block_until_ready(compiled(*args))
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(steps):
+                jax.block_until_ready(compiled(*args))
+        with gzip.open(glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True)[0]) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    text = compiled.as_text()
+    bodies: dict[str, str] = {}
+    calls: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        head = re.match(r"^%?([\w.\-]+) .*\{$", line.strip()) if not line.startswith(" ") else None
+        if head:
+            current = head.group(1)
+            bodies[current] = ""
+        elif current and line.startswith(" "):
+            bodies[current] += line
+            m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*calls=%?([\w.\-]+)", line)
+            if m:
+                calls[m.group(1)] = m.group(2)
+    ops = set(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", text, re.MULTILINE))
+    kinds: dict[str, list] = collections.defaultdict(lambda: [0.0, set()])
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or name not in ops:
+            continue
+        body = bodies.get(calls.get(name, ""), "") + " " + name
+        if " dot(" in body or name.startswith(("dot", "ynn")):
+            kind = "matrix products"
+        elif "transpose(" in body or " copy(" in body or name.startswith(("copy", "transpose")):
+            kind = "transposes and copies"
+        elif " reduce(" in body:
+            kind = "reductions"
+        elif "scatter(" in body or "gather(" in body:
+            kind = "gathers and scatters"
+        else:
+            kind = "element-wise and other"
+        kinds[kind][0] += e["dur"] / 1e3 / steps
+        kinds[kind][1].add(name)
+    return {k: (ms, len(names)) for k, (ms, names) in kinds.items()}
+
+
+def part_e_profile() -> None:
+    """GrokTransformer's step by kind of op, for each contender; then each pass switched off in turn."""
+    print("(e) profile: GrokTransformer's step by kind of op (ms per step, op count; jax.profiler trace)", flush=True)
+    model = "GrokTransformer, full batch (p=113, 30%)"
+    contenders = transformer_contenders(True)[model]
+    for name, (step, args) in contenders.items():
+        kinds = op_kinds(jax.jit(step).lower(*args).compile(), args)
+        total = sum(ms for ms, _ in kinds.values())
+        print(f"  {name:<20} {total:7.1f} ms: " + "; ".join(
+            f"{k} {ms:.1f} ms ({n})" for k, (ms, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])), flush=True)
+    print("(e) ablation: GrokTransformer's step with each pass switched off (fastest of 10 interleaved steps)",
+          flush=True)
+    from diagrammar.passes import PASSES
+
+    task = ModAdd(p=113, train_frac=0.3, seed=0, inputs="tokens")
+    batch = {"tokens": task.model_inputs(task.train_data)[0], "label": task.train_data["label"]}
+    grok = diagrammar.load(circuits_dir() / "grok_transformer.circuit")["GrokTransformer"]
+    tx = default_optimizer(LR, WD, B1, B2)
+
+    def grok_loss(m, bt):
+        return optax.softmax_cross_entropy_with_integer_labels(m(bt["tokens"]), bt["label"]).mean()
+
+    variants = {"all passes": None, **{f"without {p}": {p: False} for p in PASSES}, "no passes": False}
+    runs = {}
+    for label, passes in variants.items():
+        step, args = compiled_contender(grok.compile(rngs=nnx.Rngs(0), passes=passes), grok_loss, batch, tx)
+        runs[label] = (jax.jit(step).lower(*args).compile(), args)
+    runs["hand-written JAX"] = contenders["hand-written JAX"]
+    runs["hand-written JAX"] = (jax.jit(runs["hand-written JAX"][0]).lower(*runs["hand-written JAX"][1]).compile(),
+                                runs["hand-written JAX"][1])
+    wall: dict = {k: [] for k in runs}
+    cpu: dict = {k: [] for k in runs}
+    for _ in range(5):
+        for label, (fn, args) in runs.items():
+            jax.block_until_ready(fn(*args))
+            for _ in range(2):
+                t, c = time.perf_counter(), time.process_time()
+                jax.block_until_ready(fn(*args))
+                wall[label].append(time.perf_counter() - t)
+                cpu[label].append(time.process_time() - c)
+    for label in runs:
+        print(f"  {label:<28} {1e3 * min(wall[label]):8.1f} ms/step, cpu {1e3 * min(cpu[label]):.1f} ms", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
+    parser.add_argument("--only", choices=("modadd", "transformer"),
+                        help="only parts (a)-(d) (the modular-addition MLP) or only part (e) (transformers)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with part (e): also GrokTransformer's step by kind of op, and with each pass off")
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cpus, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    task = ModAdd(p=P, train_frac=0.5, seed=0)
-    part_a(task, rounds=6 if args.quick else 14, steps_per_round=5 if args.quick else 10)
-    rates = part_b(args.quick)
-    part_c(rates, args.quick)
-    part_d(args.quick)
+    if args.only != "transformer":
+        task = ModAdd(p=P, train_frac=0.5, seed=0)
+        part_a(task, rounds=6 if args.quick else 14, steps_per_round=5 if args.quick else 10)
+        rates = part_b(args.quick)
+        part_c(rates, args.quick)
+        part_d(args.quick)
+    if args.only != "modadd":
+        part_e(args.quick)
+        if args.profile:
+            part_e_profile()
     print("\nsummary")
     for label, ratio, goal, ok in RESULTS:
         print(f"  {label:<62} {ratio:7.3f}  goal {goal:<7} {'met' if ok else 'MISSED'}")

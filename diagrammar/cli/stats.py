@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         type=_args.axis_size,
                         help="size of a free axis, or an axis parameter of the circuit (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument("--no-pass", action="append", default=[], metavar="PASS",
+                        help="leave out this optimisation pass from the list of rewrites compile makes "
+                             "(repeatable; 'all' for none)")
+    from .train import add_mesh_arguments  # the same --mesh, --shard and --batch-over as train (no jax)
+
+    add_mesh_arguments(parser, axis_types=False)
     _args.add_size_overrides(parser)
 
 
@@ -37,6 +43,23 @@ def _axis_params(program, name: str) -> set[str]:
         return {a.name for a in program._checker.circuits[name].node.axis_params}
     except (AttributeError, KeyError):
         return set()
+
+
+def _rewrites(d, bindings: dict, off: list[str]) -> tuple:
+    """What the optimisation passes would rewrite when this circuit is compiled (passes/; IR only)."""
+    from ..errors import InvalidArgument
+    from ..passes import optimise
+
+    try:
+        return optimise(d, bindings, False if "all" in off else {name: False for name in off})[1]
+    except InvalidArgument as e:
+        raise BadArgument(f"--no-pass: {e.message}") from None
+
+
+def _format_rewrites(rewrites) -> str:
+    if not rewrites:
+        return "\noptimisation passes: none fires"
+    return "\noptimisation passes that fire when compiled:\n" + "\n".join(f"  {w}" for w in rewrites)
 
 
 def run(args) -> int:
@@ -91,9 +114,37 @@ def run(args) -> int:
                   f"(give sizes with " + " ".join(f"--set {m}=N" for m in missing) + ")", file=sys.stderr)
         reports.append(report)
 
+    rewrites = [_rewrites(d, bindings, args.no_pass) for d, bindings in plans]
+    sharded = _sharded_costs(args, plans)
     if args.json:
-        print(json.dumps({"file": args.file, "batch": args.batch,
-                          "circuits": [r.to_json() for r in reports]}, indent=2))
+        circuits = [{**r.to_json(), "passes": [{"pass": w.pass_name, "where": w.where, "what": w.what} for w in ws]}
+                    for r, ws in zip(reports, rewrites)]
+        for entry, cost in zip(circuits, sharded):
+            entry["sharding"] = cost.to_json()
+        print(json.dumps({"file": args.file, "batch": args.batch, "circuits": circuits}, indent=2))
     else:
-        print("\n\n".join(format_table(r) for r in reports))
+        print("\n\n".join(format_table(r) + _format_rewrites(ws)
+                          + (f"\non the mesh {_mesh_text(args.mesh)}, {cost.format()}" if cost else "")
+                          for r, ws, cost in zip(reports, rewrites, sharded or [None] * len(reports))))
     return 0
+
+
+def _mesh_text(mesh: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in mesh.items())
+
+
+def _sharded_costs(args, plans) -> list:
+    """`--mesh`/`--shard`: each circuit's per-device bytes and collectives (docs/sharding.md); [] without."""
+    if not getattr(args, "mesh", None):
+        if getattr(args, "shard", None):
+            raise BadArgument("--shard needs --mesh (e.g. --mesh data=4,model=2 --shard heads=model)")
+        return []
+    from ..backends.cost.comms import analyse_sharding
+    from ..check.sharding import validate
+    from .train import batch_mesh_axis
+
+    out = []
+    for d, bindings in plans:
+        mapping = validate(d, args.mesh, args.shard or {}, batch_mesh_axis(args), bindings)  # span errors: exit 1
+        out.append(analyse_sharding(d, mapping, batch=args.batch, bindings=bindings))
+    return out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadArgument, CommandError, SizeTooLarge
+from .. import limits
 from . import _args, _files
 
 __all__ = ["add_arguments", "run", "summary", "TASKS", "DEFAULT_MAX_PARAMETERS"]
@@ -38,7 +39,8 @@ a run that diverged; 2 a bad argument or file, a checkpoint of another run, the
 output folder in use, a missing package; 130 Ctrl-C; 143 SIGTERM."""
 
 PACKAGES = ("jax", "flax", "optax", "numpy", "matplotlib", "tqdm")  # what a run imports
-DEFAULT_MAX_PARAMETERS = 2 ** 31  # the whole model, as the checker's default bounds each weight
+DEFAULT_MAX_PARAMETERS = limits.DEFAULT_MAX_PARAMETERS  # the whole model, as the checker's default bounds each weight
+DEFAULT_MAX_MODEL_BYTES = limits.DEFAULT_MAX_MODEL_BYTES  # weights plus peak activations at the batch trained
 ADAMW_BETAS = (0.9, 0.98)
 
 
@@ -115,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="AdamW weight decay (default: 1.0)")
     parser.add_argument("--seed", type=_args.seed, default=0,
                         help=f"seeds the weights, the split and the data order, 0 to {_args.SEED_MAX} (default: 0)")
+    parser.add_argument("--seeds", type=seed_list, default=None, metavar="LIST",
+                        help="train several seeds in one compiled step, each as --seed S would (0-7, 0,3,5 or "
+                             "0-3,8); seed S writes into OUT/seed-S/, which --seed S --out OUT/seed-S resumes")
     parser.add_argument("--loss", choices=("ce", "mse"), default="ce", help="cross-entropy or squared error")
     parser.add_argument("--batch-size", type=_args.positive(), default=None, metavar="B",
                         help="minibatch size (default: full batch)")
@@ -131,12 +136,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-parameters", type=_args.positive(2 ** 62), default=DEFAULT_MAX_PARAMETERS, metavar="N",
                         help="refuse, before allocating anything, a model with more parameters "
                              f"(default: 2**31 = {DEFAULT_MAX_PARAMETERS:,})")
+    parser.add_argument("--max-model-bytes", type=_args.positive(2 ** 62), default=DEFAULT_MAX_MODEL_BYTES,
+                        metavar="N", help="refuse, before allocating anything, a model whose float32 weights plus "
+                                          "peak activations at the batch size take more bytes "
+                                          f"(default: 2**35 = {DEFAULT_MAX_MODEL_BYTES:,})")
     parser.add_argument("--no-stop", action="store_true", help="run all --steps, even after reaching the target")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--fresh", action="store_true", help="ignore and replace a checkpoint in --out")
     again.add_argument("--force", action="store_true",
                        help="resume the checkpoint in --out even though its settings differ (the new ones apply)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_mesh_arguments(parser)
+    from ..passes import PASSES  # the IR only: no jax
+
+    parser.add_argument("--no-pass", action="append", default=[], choices=(*PASSES, "all"), metavar="PASS",
+                        help="compile without this optimisation pass (repeatable; 'all' for none): "
+                             + ", ".join(PASSES) + " (see docs/passes.md)")
     _args.add_size_overrides(parser)
 
 
@@ -151,7 +166,56 @@ def compile_settings(args: argparse.Namespace) -> tuple[dict[str, int], dict[str
     if args.p is not None:
         sizes["p"] = args.p
     sizes.update(dict(args.axis))
+    if getattr(args, "mesh", None):  # onto a device mesh (docs/sharding.md); jax is imported by now
+        from ..train.mesh import make_mesh
+
+        options.update(mesh=make_mesh(args.mesh, explicit=args.mesh_axes == "explicit"), shard=args.shard or {},
+                       batch=batch_mesh_axis(args))
+    elif getattr(args, "shard", None):
+        raise BadArgument("--shard needs --mesh (e.g. --mesh data=4,model=2 --shard heads=model)")
+    off = getattr(args, "no_pass", None) or []
+    if off:
+        options["passes"] = False if "all" in off else {name: False for name in off}
     return sizes, options
+
+
+def add_mesh_arguments(parser: argparse.ArgumentParser, axis_types: bool = True) -> None:
+    """``--mesh``, ``--shard``, ``--batch-over`` and (for a run) ``--mesh-axes``; train and stats share them."""
+    from ..check.sharding import parse_mesh, parse_shard  # no jax
+
+    def typed(parse):
+        def convert(text: str):
+            try:
+                return parse(text)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+        convert.__name__ = parse.__name__.removeprefix("parse_")
+        return convert
+
+    parser.add_argument("--mesh", type=typed(parse_mesh), default=None, metavar="AXIS=N,...",
+                        help="run on a mesh of devices, e.g. data=4,model=2 (on CPU set "
+                             "XLA_FLAGS=--xla_force_host_platform_device_count=8); see docs/sharding.md")
+    parser.add_argument("--shard", type=typed(parse_shard), default=None, metavar="AXIS=MESH_AXIS,...",
+                        help="with --mesh, split these named axes over mesh axes: heads=model,mlp=model (tensor "
+                             "parallel), d=data (fully sharded data parallel); default: none (data parallel)")
+    parser.add_argument("--batch-over", default=None, metavar="MESH_AXIS",
+                        help="with --mesh, the mesh axis the batch is split over (default: data if the mesh has "
+                             "it, else its first axis)")
+    if not axis_types:
+        return
+    parser.add_argument("--mesh-axes", choices=("auto", "explicit"), default="auto",
+                        help="JAX's mesh axis type: the partitioner decides (auto) or sharding is part of every "
+                             "array's type (explicit)")
+
+
+def batch_mesh_axis(args: argparse.Namespace) -> str | None:
+    """The mesh axis the batch is split over: ``--batch-over``, else ``data``, else the mesh's first axis."""
+    if args.batch_over:
+        if args.batch_over not in args.mesh:
+            raise BadArgument(f"--batch-over {args.batch_over}: the mesh has no such axis (it has "
+                              + ", ".join(args.mesh) + ")")
+        return args.batch_over
+    return "data" if "data" in args.mesh else next(iter(args.mesh))
 
 
 def check_sizes(diagram: Any, args: argparse.Namespace, sizes: dict[str, int]) -> None:
@@ -213,6 +277,34 @@ def check_budget(diagram: Any, sizes: dict[str, int], budget: int, file: str) ->
     raise err
 
 
+def check_memory(diagram: Any, sizes: dict[str, int], budget: int, batch: int) -> None:
+    """Refuse, before anything is allocated, a model whose weights plus peak activations (the cost
+    backend's `peak_bytes` at `batch`) take more than ``budget`` bytes; unknown figures are not refused."""
+    from ..backends.cost import analyse, human_bytes
+
+    free = diagram.free_sizes()
+    try:
+        report = analyse(diagram, batch=batch, bindings={k: v for k, v in sizes.items() if k in free})
+    except ValueError:
+        return  # a size the task binds that is not free: compiling reports it
+    peak, weights = report.peak_bytes.number, report.weight_bytes.number
+    if peak is None or peak <= budget:
+        return
+    err = SizeTooLarge(
+        f"{diagram.name} needs {peak:,} bytes ({human_bytes(peak)}) for its weights and peak activations at batch "
+        f"size {batch}, over the model budget of {budget:,} bytes (--max-model-bytes); nothing was allocated",
+        diagram.span,
+        hint=f"weights {human_bytes(weights or 0)}, activations {human_bytes(peak - (weights or 0))}; shrink the "
+             "sizes or the batch, or raise --max-model-bytes")
+    try:
+        if diagram.span is not None:
+            with _files.open_regular(diagram.span.file) as f:
+                err.source = f.read().decode("utf-8", "replace")
+    except (CommandError, OSError):
+        pass
+    raise err
+
+
 def compile_circuit(diagram: Any, seed: int, sizes: dict[str, int], options: dict[str, Any]) -> Any:
     """The flax module: ``diagram.compile(rngs=nnx.Rngs(seed), **options, **sizes)``."""
     from flax import nnx
@@ -235,6 +327,8 @@ def build_model(args: argparse.Namespace, sizes: dict[str, int], options: dict[s
     diagram = program[_args.circuit_in(program, args.circuit, args.file)]
     check_sizes(diagram, args, sizes)
     check_budget(diagram, sizes, args.max_parameters, args.file)
+    check_memory(diagram, sizes, getattr(args, "max_model_bytes", DEFAULT_MAX_MODEL_BYTES),
+                 getattr(args, "batch_size", None) or 1)
     return compile_circuit(diagram, args.seed, sizes, options)
 
 
@@ -257,6 +351,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``diagrammar train``; returns the process exit code."""
+    if getattr(args, "seeds", None):
+        return run_seeds(args)
     _args.require("train", PACKAGES)
     t0 = time.perf_counter()
     spec = TASKS[args.task]
@@ -269,6 +365,9 @@ def run(args: argparse.Namespace) -> int:
             held.enter_context(rundir.claim(out))
         sizes, options = compile_settings(args)
         model = build_model(args, sizes, options)
+        from ..train.mesh import context as mesh_context
+
+        held.enter_context(mesh_context(model))  # a model on a mesh runs under it (explicit axes need that)
         try:
             task, tag, description = spec.build(args, model)
         except ValueError as e:
@@ -307,6 +406,112 @@ def run(args: argparse.Namespace) -> int:
             raise
     print(summary(args.circuit, result, target, time.perf_counter() - t0))
     return 0
+
+
+MAX_SEEDS = 4096
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """An argparse type: seeds written as ``0-7``, ``0,3,5`` or a mix (``0-3,8``), in the order given.
+
+    >>> seed_list("0-3,8")
+    (0, 1, 2, 3, 8)
+    >>> seed_list("3-1")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: the range 3-1 runs backwards; write 1-3
+    """
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a list of seeds: write a range 0-7, a list 0,3,5, or both (0-3,8)")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise argparse.ArgumentTypeError(f"the range {part.strip()} runs backwards; write {last}-{first}")
+        if last > _args.SEED_MAX:
+            raise argparse.ArgumentTypeError(f"seed {last} is over the largest seed, {_args.SEED_MAX}")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"{text!r} asks for more than {MAX_SEEDS} seeds")
+        seeds.extend(range(first, last + 1))
+    if len(set(seeds)) != len(seeds):
+        twice = next(s for s in seeds if seeds.count(s) > 1)
+        raise argparse.ArgumentTypeError(f"seed {twice} is given twice in {text!r}")
+    return tuple(seeds)
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """``diagrammar train --seeds LIST``: each seed's model and task built as ``--seed S`` builds them, then all
+    trained together in one compiled step (``diagrammar.train.seeds``); returns the exit code."""
+    if getattr(args, "mesh", None):
+        raise BadArgument("--seeds cannot be combined with --mesh yet: train the seeds one at a time with --seed")
+    _args.require("train", PACKAGES)
+    t0 = time.perf_counter()
+    spec = TASKS[args.task]
+    target = None if args.no_stop else args.stop_at_test_acc
+    out = Path(args.out) if args.out else None
+    with ExitStack() as held:
+        from ..train import rundir
+
+        if out is not None:
+            held.enter_context(rundir.claim(out))
+        sizes, options = compile_settings(args)
+        per_seed = {s: argparse.Namespace(**{**vars(args), "seed": s}) for s in args.seeds}
+        models, tasks = {}, {}
+        for s, seed_args in per_seed.items():
+            models[s] = build_model(seed_args, sizes, options)
+            try:
+                tasks[s], tag, description = spec.build(seed_args, models[s])
+            except ValueError as e:
+                raise TaskMismatch(f"{args.circuit} cannot be trained on --task {args.task}: {e}\n"
+                                   f"  --task {args.task} expects {spec.expects}") from None
+        if out is None:
+            out = Path("runs") / f"{args.circuit}-{args.task}-{tag}-seeds{_seeds_text(args.seeds)}"
+            held.enter_context(rundir.claim(out))
+        print(f"training {args.circuit} on {description}, seeds {_seeds_text(args.seeds)} in one compiled step "
+              f"-> {out}/seed-S", file=sys.stderr)
+
+        from ..train.loop import TrainingDiverged, default_optimizer
+        from ..train.seeds import train_seeds
+
+        def make_model(s: int) -> Any:  # built above; built again only to catch up a lagging seed
+            return models.pop(s) if s in models else build_model(per_seed[s], sizes, options)
+
+        try:
+            result = train_seeds(
+                make_model, tasks.__getitem__, args.seeds, steps=args.steps,
+                optimizer=default_optimizer(args.lr, args.weight_decay, *ADAMW_BETAS),
+                steps_per_call=args.steps_per_call, eval_every=args.eval_every, out_dir=out,
+                resume=not args.fresh, progress=not args.no_progress, config=run_settings(args, sizes),
+                force=args.force,
+                stop_when=None if target is None else (lambda m: m.get("test_acc", 0.0) >= target),
+            )
+        except TrainingDiverged as e:
+            print(f"diagrammar train: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as e:
+            from . import Terminated
+
+            why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"\ndiagrammar train: {why}; each seed's last completed steps are saved in {out}/seed-S; run "
+                  "the same command to resume", file=sys.stderr)
+            return Terminated.exit_code if isinstance(e, Terminated) else 130
+        except Exception as e:
+            if type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e):
+                print("diagrammar train: error: out of memory while training; try fewer --seeds, a smaller "
+                      f"--batch-size or smaller sizes ({str(e).splitlines()[0]})", file=sys.stderr)
+                return 1
+            raise
+    total = time.perf_counter() - t0
+    print("\n".join(summary(f"{args.circuit} seed {s}", r, target, total) for s, r in result.results.items()))
+    return 0
+
+
+def _seeds_text(seeds: tuple[int, ...]) -> str:
+    """``0-7`` for a run of consecutive seeds, else ``0,3,5``."""
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(str(s) for s in seeds)
 
 
 def _saved(out: Path) -> str:

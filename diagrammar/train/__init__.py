@@ -24,6 +24,9 @@ _EXPORTS = {
     "find_input_weight": "modadd",
     "PointerTask": "pointer",
     "WorkspaceAdd": "workspace",
+    "train_seeds": "seeds",
+    "SeedsResult": "seeds",
+    "GeometryTask": "geometry",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -290,6 +290,8 @@ def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
                 raise _refuse(path, f"{name} holds NaN or infinite values")
             if _is_key(want):
                 restored.append(jax.random.wrap_key_data(np.array(got), impl=jax.random.key_impl(want)))
+            elif isinstance(getattr(want, "sharding", None), jax.sharding.NamedSharding):
+                restored.append(jax.device_put(got, want.sharding))  # onto the template's mesh, whatever it was
             else:
                 restored.append(jax.numpy.asarray(got))
     return jax.tree_util.tree_unflatten(treedef, restored), meta

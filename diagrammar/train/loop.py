@@ -32,6 +32,7 @@ from flax import nnx
 
 from ..cli import _files
 from . import checkpoint as ckpt
+from . import mesh as _mesh
 from . import plots, rundir
 
 METRICS_NAME = "metrics.jsonl"
@@ -259,12 +260,13 @@ def train(
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                   or not least <= value <= ckpt.MAX_STEP):
             raise ValueError(f"{name} must be a whole number from {least} to {ckpt.MAX_STEP}, got {value!r}")
-    if out_dir is None:
-        return _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, None, seed,
-                      resume, progress, stop_when, plot_every_seconds, unroll, config, force)
-    with rundir.claim(out_dir, what="out_dir"):
-        return _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, out_dir, seed,
-                      resume, progress, stop_when, plot_every_seconds, unroll, config, force)
+    with _mesh.context(model):  # a model compiled onto a mesh trains under it (see train/mesh.py)
+        if out_dir is None:
+            return _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, None, seed,
+                          resume, progress, stop_when, plot_every_seconds, unroll, config, force)
+        with rundir.claim(out_dir, what="out_dir"):
+            return _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, out_dir,
+                          seed, resume, progress, stop_when, plot_every_seconds, unroll, config, force)
 
 
 def _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint_every, out_dir, seed, resume,
@@ -283,7 +285,8 @@ def _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint
     train_def, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
     eval_def, params, rest = nnx.split(model, nnx.Param, ...)
-    opt_state = tx.init(params)
+    layout = _mesh.layout_of(model)
+    opt_state = tx.init(params) if layout is None else _mesh.init_optimizer(tx, params, layout)
 
     # What a resumed run must share with its checkpoint; `settings` only when the caller says what they are.
     run_config: dict[str, Any] = {"seed": seed, "task": task_config}
@@ -315,6 +318,9 @@ def _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint
 
     train_data = {k: jnp.asarray(v) for k, v in task.train_data.items()}
     test_data = {k: jnp.asarray(v) for k, v in task.test_data.items()}
+    if layout is not None:  # split over the batch's mesh axes; the state stays where it was created
+        train_data, test_data = _mesh.place_data(train_data, layout), _mesh.place_data(test_data, layout)
+        pinned = _mesh.shardings((params, opt_state))
     batch_size = getattr(task, "batch_size", None)
     sample = getattr(task, "sample", None)
     seed_arr = jnp.asarray(seed, dtype=jnp.uint32)
@@ -344,7 +350,11 @@ def _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint
         steps = start + jnp.arange(length, dtype=jnp.int32)
         minibatch = sample is None and batch_size is not None and batch_size < _num_examples(data)
         idx = _chunk_batches(data, seed, start, length, batch_size) if minibatch else None
-        return jax.lax.scan(one_step, (params, rest, opt_state), (steps, idx), unroll=unroll)
+        carry, out = jax.lax.scan(one_step, (params, rest, opt_state), (steps, idx), unroll=unroll)
+        if layout is not None:
+            params, opt_state = _mesh.pin((carry[0], carry[2]), pinned)
+            carry = (params, carry[1], opt_state)
+        return carry, out
 
     def evaluate(params, rest, data):
         return task.loss(nnx.merge(eval_def, params, rest, copy=True), data, False)

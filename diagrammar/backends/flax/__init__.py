@@ -65,6 +65,8 @@ Where the code lives:
                 and `compile_diagram`, the inputs and outputs of a call
   runner.py     the interpreter: each box by its rule in `LOWERING`
   values.py     named values and the context a diagram runs in
+  sharding.py   a mesh: weights created sharded, activations constrained by axis name
+                (`compile(..., mesh=, shard=, batch=)`; docs/sharding.md)
   lowering/     the lowering of every operation by family, in one table `LOWERING`
 """
 from .lowering import LOWERING as LOWERING

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ... import bounds
+from ... import bounds, limits
 from ...bounds import DEFAULT_MAX_WEIGHT_ELEMENTS
 from ...bounds import diagrams as _diagrams
 from ...errors import InvalidArgument, SizeConflict, SizeTooLarge, UnknownName
@@ -124,11 +124,17 @@ def _bind_sizes(d: Diagram, given: dict[str, Any]) -> _Sizes:
                 if n < 1:
                     raise SizeConflict(f"axis {a.name} = {a.size} evaluates to {n} in {x.name}; sizes must be at "
                                        "least 1", x.span)
+                if n > limits.MAX_INDEX:
+                    raise SizeTooLarge(f"axis {a.name} = {a.size} evaluates to {n:,} in {x.name}, over the limit of "
+                                       f"{limits.MAX_INDEX:,} (limits.MAX_INDEX)", x.span)
         for b in x.boxes:
             for key in ("count", "length"):
                 s = b.attr(key)
                 if isinstance(s, Size) and sizes(s) < 1:
                     raise SizeConflict(f"{b.op} {b.name} runs {sizes(s)} times; it needs at least 1", b.span)
+                if isinstance(s, Size) and sizes(s) > limits.MAX_STEPS:
+                    raise SizeTooLarge(f"{b.op} {b.name} runs {sizes(s):,} steps, over the limit of "
+                                       f"{limits.MAX_STEPS:,} (limits.MAX_STEPS)", b.span)
     # what the checker could only compare symbolically (requirements, merge and split) must hold as numbers
     bounds.raise_first(d, bindings)
     return sizes
@@ -159,6 +165,9 @@ class _Plan:
         self.has_dropout = any(b.op == "dropout" for x in _diagrams(diagram) for b in x.boxes)
         self.remat = remat  # rematerialise scan steps (compile_diagram's `remat`)
         self.onehot_gather = onehot_gather  # keep one-hots lazy (see _V)
+        self.source = diagram  # the diagram as checked; `diagram` is what runs, after the passes (see passes/)
+        self.rewrites: tuple = ()  # what the passes did (passes.Rewrite)
+        self.layout = None  # a sharding.Layout when compiled onto a mesh
 
     def __repr__(self) -> str:
         return f"<plan {self.diagram.name} {self.sizes.bindings}>"
@@ -321,6 +330,10 @@ def _initial_values(plan: _Plan, rngs: nnx.Rngs) -> list[jax.Array]:
     recipes = tuple(_recipe(spec.weight, tuple(plan.sizes(c) for _, c in spec.copies), plan.sizes)
                     for spec in plan.weights)
     stream = rngs.params
+    if plan.layout is not None:  # drawn straight onto the mesh
+        from .sharding import initial_values
+
+        return initial_values(plan, stream, recipes)
     key, count = stream.key[...], stream.count[...]
     if INIT_IN_ONE_PROGRAM and key.shape == () and count.shape == ():
         total = sum(math.prod(r[1]) for r in recipes)
@@ -382,8 +395,8 @@ class CompiledCircuit(nnx.Module):
     # -- introspection
     @property
     def diagram(self) -> Diagram:
-        """The IR this module runs."""
-        return self._plan.diagram
+        """The IR this module was compiled from (as checked, before the optimisation passes)."""
+        return self._plan.source
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -410,7 +423,8 @@ class CompiledCircuit(nnx.Module):
     # -- the forward pass
     def __call__(self, *inputs, capture: str | Sequence[str] | None = None):
         plan = self._plan
-        d = plan.diagram
+        # captured wires are read from the diagram as checked: a pass may narrow or fuse the wires it rewrites
+        d = plan.diagram if capture is None else plan.source
         request = _parse_capture(d, capture) if capture is not None else None
         if len(inputs) != len(d.inputs):
             names = ", ".join(f"{p.name}: {p.type}" for p in d.inputs)
@@ -420,6 +434,8 @@ class CompiledCircuit(nnx.Module):
         for port, value in zip(d.inputs, inputs):
             _flatten_input(port.name, port.type, value, leaves)
         values, batch, batch_sizes = _bind_batch(d.name, leaves, plan.sizes)
+        if plan.layout is not None:
+            values = plan.layout.place_inputs(values)
         weights = {spec.dotted: self._param(spec)[...] for spec in plan.weights}
         training = not self.deterministic
         key = self._dropout_rngs() if plan.has_dropout and training else None
@@ -432,6 +448,8 @@ class CompiledCircuit(nnx.Module):
                 self._param(by_name[dotted])[...] = value
         it = iter(outs)
         result = _rebuild(d.output.type, it, batch, batch_sizes, plan.sizes)
+        if plan.layout is not None and isinstance(d.output.type, TensorType):
+            result = plan.layout.place_output(result, tuple(batch) + d.output.type.names)
         if capture is None:
             return result
         return result, {name: caps[name][0] for name in request.order}
@@ -442,7 +460,9 @@ _RESERVED = frozenset(dir(CompiledCircuit)) | frozenset(dir(_Node)) | {"determin
 
 def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
                     max_weight_elements: int = DEFAULT_MAX_WEIGHT_ELEMENTS, max_parameters: int | None = None,
-                    remat: bool = False, onehot_gather: bool = True, **axis_sizes: int) -> CompiledCircuit:
+                    remat: bool = False, onehot_gather: bool = True, mesh: Any = None,
+                    shard: dict[str, Any] | None = None, batch: Any = None, passes: Any = None,
+                    **axis_sizes: int) -> CompiledCircuit:
     """Compile a typed diagram to a trainable `flax.nnx.Module`.
 
     Args:
@@ -460,6 +480,14 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
             gather of weight rows instead of a matrix product with one-hot rows:
             same results, less work (ModAddMLP trains 1.6x faster). False keeps
             the dense product, e.g. to compare with a hand-written model.
+        mesh: a `jax.sharding.Mesh` to create the weights on and run over (auto or explicit
+            axes); see `backends/flax/sharding.py` and docs/sharding.md.
+        shard: with `mesh`, axis name -> mesh axis (or tuple of them), e.g.
+            `{"heads": "model", "mlp": "model"}`; checked before anything is allocated.
+        batch: with `mesh`, the mesh axis (or tuple) the leading batch axis is split over.
+        passes: which optimisation passes rewrite the IR before it is lowered (`diagrammar.passes`):
+            None or True runs all, False none, `{"fuse_siblings": False}` all but one. Weights,
+            their names and checkpoints are the same whichever run; results agree to float rounding.
         **axis_sizes: sizes of the circuit's free axes (`diagram.free_sizes()`).
 
     Returns:
@@ -504,7 +532,18 @@ def compile_diagram(diagram: Diagram, *, rngs: nnx.Rngs | int,
                                "nothing was allocated", box.span,
                                hint="bind smaller sizes, or raise max_weight_elements")
         specs.append(_WeightSpec(dotted, tuple(_mangle(p) for p in dotted.split(".")), w, copies, box))
-    return CompiledCircuit(_Plan(diagram, sizes, specs, remat=bool(remat), onehot_gather=bool(onehot_gather)), rngs)
+    from ...passes import optimise  # reads and writes the IR only
+
+    runnable, rewrites = optimise(diagram, sizes.bindings, passes)
+    plan = _Plan(runnable, sizes, specs, remat=bool(remat), onehot_gather=bool(onehot_gather))
+    plan.source, plan.rewrites = diagram, rewrites
+    if mesh is not None:
+        from .sharding import make_layout  # validates the mapping first: span errors, nothing allocated
+
+        plan.layout = make_layout(diagram, mesh, shard, batch, sizes.bindings)
+    elif shard or batch is not None:
+        raise InvalidArgument("shard= and batch= need a mesh: compile(..., mesh=jax.make_mesh(...))", diagram.span)
+    return CompiledCircuit(plan, rngs)
 
 
 # ---------------------------------------------------------------- the boundary
@@ -521,10 +560,26 @@ def _flatten_input(name: str, t, value, out: list):
     out.append((name, t, value))
 
 
+def _check_int32_input(circuit: str, name: str, t, value) -> None:
+    """Refuse host indices that int32 cannot hold (int64 values of 2**31 and above would wrap)."""
+    import numpy as np
+
+    host = np.asarray(value)
+    if host.dtype.kind not in "iu" or host.size == 0:
+        return
+    low, high = bounds.INT32
+    if host.min() < low or host.max() > high:
+        bad = host.max() if host.max() > high else host.min()
+        raise ValueError(f"{circuit}'s input {name} is {t}: its indices are int32, from {low:,} to {high:,}; got "
+                         f"{int(bad):,}")
+
+
 def _bind_batch(circuit: str, leaves, sizes: _Sizes):
     """Inputs as named values; leading extra axes become the batch axes `#0`, `#1`, ... (aligned on the right)."""
     arrays = []
     for name, t, value in leaves:
+        if t.dtype == "int" and not isinstance(value, jax.Array):
+            _check_int32_input(circuit, name, t, value)  # before jnp.asarray, which would wrap int64 silently
         a = jnp.asarray(value)
         want = sizes.shape(t)
         r = len(want)

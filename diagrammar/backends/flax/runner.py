@@ -37,10 +37,12 @@ class _Runner:
                 raise NotImplementedError(f"the flax backend has no operation {b.op!r} (box {b.name})")
             if b.body is not None:  # a nested diagram's rule also takes (and returns) what to capture in it
                 sub = req.children.get(b.name) if req is not None else None
-                outs, inner = rule(self, d, b, index, prefix, ins, ctx, sub)
+                outs, inner = (rule(self, d, b, index, prefix, ins, ctx, sub) if self.plan.layout is None
+                               else self.plan.layout.run_box(self, rule, d, b, index, prefix, ins, ctx, sub))
                 caps.update(inner)
             else:
-                outs = rule(self, d, b, index, prefix, ins, ctx)
+                outs = (rule(self, d, b, index, prefix, ins, ctx) if self.plan.layout is None
+                        else self.plan.layout.run_box(self, rule, d, b, index, prefix, ins, ctx, None))
             for w, v in zip(b.outputs, outs):
                 env[w] = v
                 if req is not None and w in req.wires:

@@ -276,7 +276,9 @@ class _Builder(_PortsMixin, _GlyphsMixin):
 
     def axis_label(self, s: _Seg, axis: str) -> str:
         """The text of a track's axis label: the axis, and on an input its size where the style says so."""
-        return self.ctx.input_label(axis) if s.start == "input" and not self.nested else axis
+        text = self.ctx.input_label(axis) if s.start == "input" and not self.nested else axis
+        mesh = self.ctx.mesh_axes.get(axis)
+        return f"{text} / {mesh}" if mesh else text
 
     def port_name(self, wire: str) -> str:
         """An input's name in the figure: what the program unpacked it as (`value`, not `state.1`)."""

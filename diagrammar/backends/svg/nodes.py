@@ -149,6 +149,7 @@ class _Ctx:
         self.colors = colors
         self.annotations = annotations
         self.sizes = sizes or {}  # axis -> its size, written on input wires ("x = 28") by the paper style
+        self.mesh_axes: dict[str, str] = {}  # axis -> the mesh axis it is split over ("heads / model")
         self.frames: dict[tuple, Layout] = {}
         self.keep: list = []  # keeps memoised bodies alive so their ids stay unique
 

@@ -79,7 +79,8 @@ def _legend_axes(d: Diagram, depth: int) -> dict[str, Size]:
 
 def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] | None = None,
            axis_formulas: dict[str, str] | None = None, *, inline: bool = False, one_row: bool = False,
-           style: str = "screen", max_width: float | None = None, paged: bool = True) -> Layout:
+           style: str = "screen", max_width: float | None = None, paged: bool = True,
+           mesh_axes: dict[str, str] | None = None) -> Layout:
     """Place a diagram: boxes, wires, labels, a title, definitions of its sub-circuits and a legend of axes.
 
     Args:
@@ -99,6 +100,8 @@ def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] 
             which keeps 10 px labels at 6 pt or more when the figure is printed 6.5 inches wide.
         paged: when the figure printed 6.5 inches wide would be over 9 inches tall, continue its
             definitions on more pages (``Layout.pages``); False keeps one tall page.
+        mesh_axes: axis name -> the mesh axis it is split over; its wires are labelled ``heads / model``
+            (docs/sharding.md; mark the boxes that communicate with ``annotations``).
 
     Returns:
         A Layout: shapes in paint order and an index of boxes, labels and tracks; the pages that
@@ -115,7 +118,7 @@ def layout(diagram: Diagram, depth: int | None = 0, annotations: dict[str, str] 
         raise ValueError(f"no style {style!r}; styles: {', '.join(STYLES)}")
     with gc_paused():
         return _layout(diagram, _levels(diagram, depth), annotations, axis_formulas, inline, one_row,
-                       STYLES[style], max_width, paged)
+                       STYLES[style], max_width, paged, mesh_axes=mesh_axes)
 
 
 class Style(NamedTuple):
@@ -409,13 +412,15 @@ def _styled_colors(diagram: Diagram, style: Style, depth: int) -> dict[str, str]
     return axis_colors(diagram, depth, style.palette or PALETTE)
 
 
-def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, max_width, paged=True) -> Layout:
+def _layout(diagram, depth, annotations, axis_formulas, inline, one_row, style, max_width, paged=True,
+            mesh_axes=None) -> Layout:
     max_width = max_width or style.max_width
     sizes = {}
     if style.sizes_on_inputs:
         sizes = {name: str(size) for name, size in _legend_axes(diagram, depth).items()
                  if size.is_const and str(size) != name}
     ctx = _Ctx(_styled_colors(diagram, style, depth), dict(annotations or {}), sizes)
+    ctx.mesh_axes = dict(mesh_axes or {})
     main = _body(diagram, depth if inline else 0, ctx, "", one_row, max_width)
     subs = [] if inline else definitions(diagram, depth)
 

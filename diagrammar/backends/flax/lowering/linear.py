@@ -14,6 +14,9 @@ from . import lowering
 
 @lowering("linear")
 def linear(r, d, b, index, prefix, ins, ctx):
+    fused = dict(b.attr("pass", ())).get("fuse_siblings")
+    if fused is not None:
+        return (_fused_linear if fused[0] == "lead" else _part_of_fused)(r, b, fused, prefix, ins, ctx)
     (x,) = ins
     in_axes, out_axes = b.attr("in_axes"), b.attr("out_axes")
     keep = list(ctx.order([n for n in x.names if n not in in_axes]))
@@ -70,6 +73,8 @@ def _linear_of_onehot(x: _V, in_axes: list[str], keep: list[str], w):
 def dot(r, d, b, index, prefix, ins, ctx):
     x, y = ins
     over = set(b.attr("over"))
+    if dict(b.attr("pass", ())).get("multiply_sum"):
+        return [_multiply_sum(x, y, over, ctx)]
     names = ctx.order([n for n in _union(ins) if n not in over])
     return [_V(_einsum([(x.a, x.names), (y.a, y.names)], names), names)]
 
@@ -78,7 +83,75 @@ def dot(r, d, b, index, prefix, ins, ctx):
 def einsum(r, d, b, index, prefix, ins, ctx):
     present = _union(ins)
     names = ctx.order([n for n in ctx.batch if n in present] + list(b.attr("result")))
+    if len(ins) == 2 and dict(b.attr("pass", ())).get("multiply_sum"):
+        return [_multiply_sum(*ins, set(present) - set(names), ctx)]
     return [_V(_einsum([(v.a, v.names) for v in ins], names), names)]
+
+
+def _fused_linear(r, b, fused, prefix, ins, ctx):
+    """The lead of a group of sibling linear maps (passes/fuse_siblings.py): one product with every
+    member's weights side by side; returns its own output and the fused wire the others slice."""
+    (x,) = ins
+    in_axes = list(b.attr("in_axes"))
+    keep = list(ctx.order([n for n in x.names if n not in in_axes]))
+    members = fused[1]
+    ws, biases, widths = [], [], []
+    for name, out_axes, has_bias in members:
+        w = r.weights[f"{prefix}{name}.W"]
+        k = math.prod(w.shape[:len(in_axes)])
+        widths.append(w.size // k)
+        ws.append(w.reshape((k, widths[-1])))
+        biases.append(r.weights[f"{prefix}{name}.b"].reshape(-1) if has_bias else jnp.zeros((widths[-1],), w.dtype))
+    w = jnp.concatenate(ws, axis=1)
+    if x.hot is not None and x.names[-1] in in_axes:
+        in_shape = r.weights[f"{prefix}{members[0][0]}.W"].shape[:len(in_axes)]
+        y = _linear_of_onehot(x, in_axes, keep, w.reshape(in_shape + (w.shape[1],)))
+    else:
+        a = _transpose(x, keep + in_axes)
+        lead = a.shape[:len(keep)]
+        y = _matmul(a.reshape(lead + (w.shape[0],)), w)
+    if any(has_bias for _, _, has_bias in members):
+        y = y + jnp.concatenate(biases)
+    whole = _V(y, tuple(keep) + (f"#fused:{'+'.join(m[0] for m in members)}",))
+    own_out = r.weights[f"{prefix}{b.name}.W"].shape[len(in_axes):]
+    return [_V(y[..., :widths[0]].reshape(y.shape[:-1] + own_out), tuple(keep) + tuple(members[0][1])), whole]
+
+
+def _part_of_fused(r, b, fused, prefix, ins, ctx):
+    """A member of a fused group other than its lead: its columns of the fused product."""
+    (whole,) = ins
+    _, _, offset, width = fused
+    offset, width = r.sizes(offset), r.sizes(width)
+    w = r.weights[f"{prefix}{b.name}.W"]
+    out_shape = w.shape[w.ndim - len(b.attr("out_axes")):]
+    y = whole.a[..., offset:offset + width]
+    return [_V(y.reshape(y.shape[:-1] + out_shape), whole.names[:-1] + tuple(b.attr("out_axes")))]
+
+
+def _merged_order(first: tuple, second: tuple) -> list:
+    """The names of both, each in its own order where the two agree: `second`'s own names go just
+    before the next name it shares with `first` (so `[b, q, h, d]` and `[b, k, h, d]` give
+    `[b, q, k, h, d]`, and neither needs a transpose to be broadcast to it)."""
+    out = list(first)
+    at = 0
+    for n in second:
+        if n in out:
+            at = out.index(n) + 1
+        else:
+            out.insert(at, n)
+            at += 1
+    return out
+
+
+def _multiply_sum(x: _V, y: _V, over: set, ctx) -> _V:
+    """A contraction of tiny matrices (passes/multiply_sum.py): broadcast product, then a sum over `over`.
+
+    The product is laid out in the order the operands already have (batch axes first), so broadcasting
+    them is a reshape, and the result keeps that order without the contracted axes."""
+    full = list(ctx.order(_merged_order(x.names, y.names)))
+    product = _align(x, full) * _align(y, full)
+    summed = tuple(i for i, n in enumerate(full) if n in over)
+    return _V(jnp.sum(product, axis=summed), tuple(n for n in full if n not in over))
 
 
 def _dims(x) -> tuple:

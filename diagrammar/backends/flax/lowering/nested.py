@@ -57,6 +57,8 @@ def call(r, d, b, index, prefix, ins, ctx, req):
 
 @lowering("repeat")
 def repeat(r, d, b, index, prefix, ins, ctx, req):
+    if req is None and dict(b.attr("pass", ())).get("unroll_repeat"):
+        return _unrolled(r, b, index, prefix, ins, ctx), {}
     n_carry = b.attr("carried")
     count = r.sizes(b.attr("count"))
     carry_spec, sizes = _carry_names(r, d, b, ctx, ins, range(n_carry), {})
@@ -82,6 +84,23 @@ def repeat(r, d, b, index, prefix, ins, ctx, req):
     outs = [_V(a, names) for a, (names, _) in zip(final, carry_spec)]
     axis = f"#{b.name}#copy"
     return outs, {k: (a, (axis,) + cap_names[k]) for k, a in caps.items()}
+
+
+def _unrolled(r, b, index, prefix, ins, ctx) -> list[_V]:
+    """`repeat` as a Python loop over its copies (passes/unroll_repeat.py): each copy's weights are a row of
+    the stacked ones, its dropout key the one the scan would give it; XLA sees one straight-line program."""
+    n_carry = b.attr("carried")
+    own = f"{prefix}{b.name}."
+    stacked = {k: v for k, v in r.weights.items() if k.startswith(own)}
+    carry, captured = list(ins[:n_carry]), list(ins[n_carry:])
+    updates: list[dict] = []
+    for i in range(r.sizes(b.attr("count"))):
+        runner = type(r)(r.plan, {**r.weights, **{k: v[i] for k, v in stacked.items()}})
+        carry, _ = runner.run(b.body, own, carry + captured, ctx.child(index, step=i), None)
+        updates.append(runner.updates)
+    if updates and updates[0]:  # state the copies wrote (batchnorm), stacked per copy like their weights
+        r.updates.update({k: jnp.stack([u[k] for u in updates]) for k in updates[0]})
+    return carry
 
 
 @lowering("scan")
