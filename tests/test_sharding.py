@@ -90,6 +90,9 @@ def test_bad_mesh_flags_exit_2(tmp_path, capsys, flags, words):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("DIAGRAMMAR_SHARDING") != "1",
+                    reason="8 simulated devices take over a minute of both cores; the whole suite must stay under 10 "
+                           "minutes: run with DIAGRAMMAR_SHARDING=1 (and DIAGRAMMAR_SHARDING_FULL=1 for training)")
 def test_on_eight_simulated_devices():
     """tests/sharding/ in a fresh interpreter with 8 CPU devices (forward, training, checkpoints, CLI)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONHASHSEED="0")
