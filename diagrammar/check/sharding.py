@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..bounds import diagrams
 from ..errors import CircuitError, InvalidArgument, SizeConflict, UnknownName
-from ..ir import Box, Diagram, Size, TensorType
+from ..ir import Box, Diagram, Size, Weight
 
 COPY_SUFFIX = "#copy"  # a repeat's stacked copy axis: "<dotted repeat name>#copy"
 
@@ -101,18 +101,19 @@ def _copy_axes(d: Diagram, prefix: str = "") -> Iterator[tuple[str, Box]]:
             yield from _copy_axes(b.body, f"{prefix}{b.name}.")
 
 
-def _weights(d: Diagram, prefix: str = "", copies: tuple = ()) -> Iterator[tuple[str, TensorType, tuple, Box]]:
-    """(dotted name, type, enclosing copy axes as (name, size), owning box) of every weight and state array."""
+def weights_of(d: Diagram, prefix: str = "", copies: tuple = ()) -> Iterator[tuple[str, Weight, tuple, Box]]:
+    """(dotted name, the weight, enclosing copy axes as (name, size), owning box) of every weight and state
+    array, through `repeat` and `dispatch` copies (the cost backend's communication rules walk the same)."""
     for b in d.boxes:
         for w in b.weights:
-            yield f"{prefix}{b.name}" + (f".{w.name}" if w.name else ""), w.type, copies, b
+            yield f"{prefix}{b.name}" + (f".{w.name}" if w.name else ""), w, copies, b
         if b.body is not None:
             inner = copies
             if b.op == "repeat":
                 inner = copies + ((f"{prefix}{b.name}{COPY_SUFFIX}", b.attr("count")),)
             elif b.op == "dispatch":
                 inner = copies + ((b.attr("along"), b.attr("count")),)
-            yield from _weights(b.body, f"{prefix}{b.name}.", inner)
+            yield from weights_of(b.body, f"{prefix}{b.name}.", inner)
 
 
 def validate(diagram: Diagram, mesh: Mapping[str, int], shard: Mapping[str, object] | None,
@@ -202,7 +203,8 @@ def _tensor_errors(diagram: Diagram, sm: ShardMap, bindings: dict[str, int]) -> 
                     + " x ".join(f"{m}={sm.mesh_sizes[m]}" for m in mesh_axes), span,
                     hint=f"choose a mesh whose {'x'.join(mesh_axes)} divides {n}, or leave {name} whole"))
 
-    for dotted, t, copies, box in _weights(diagram):
+    for dotted, weight, copies, box in weights_of(diagram):
+        t = weight.type
         names = tuple(c for c, _ in copies) + t.names
         sizes = tuple(_size(s, bindings) for _, s in copies) + tuple(_size(a.size, bindings) for a in t.axes)
         check(f"weight {dotted} {t}", names, sizes, sm.weight_axes(names), box.span or diagram.span)

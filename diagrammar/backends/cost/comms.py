@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ...check.sharding import COPY_SUFFIX, ShardMap
+from ...check.sharding import ShardMap, weights_of
 from ...ir import Box, Diagram, Size, TensorType
 
 _BYTES = {"float": 4, "int": 4, "bool": 1}
@@ -131,35 +131,26 @@ class _Walk:
             self.cost.collectives.append(c)
 
     # -- weights
-    def weights(self, d: Diagram, prefix: str = "", copies: tuple = ()):
-        for b in d.boxes:
-            for w in b.weights:
-                dotted = f"{prefix}{b.name}" + (f".{w.name}" if w.name else "")
-                names = tuple(c for c, _ in copies) + w.type.names
-                sizes = tuple(self.size(s) for _, s in copies) + tuple(self.size(a.size) for a in w.type.axes)
-                per = self.weight_bytes(names, sizes)
-                self.cost.parameter_bytes += per
-                self.cost.parameter_bytes_whole += math.prod(sizes) * 4
-                if w.state:
-                    continue
-                on_batch = tuple(m for axes in self.sm.weight_axes(names) if axes for m in axes
-                                 if m in self.sm.batch)
-                rest = tuple(m for m in self.sm.batch if m not in on_batch)
-                if on_batch:  # fully sharded: gathered for use, its gradient scattered back
-                    gathered = self.weight_bytes(names, sizes, on_batch)
-                    self.add(dotted, "all-gather", "forward", on_batch, gathered, what="weight, gathered for use")
-                    self.add(dotted, "reduce-scatter", "gradient", on_batch, gathered, what="gradient")
-                    if rest:
-                        self.add(dotted, "all-reduce", "gradient", rest, per, what="gradient")
-                elif self.sm.batch:
-                    self.add(dotted, "all-reduce", "gradient", self.sm.batch, per, what="gradient")
-            if b.body is not None:
-                inner = copies
-                if b.op == "repeat":
-                    inner = copies + ((f"{prefix}{b.name}{COPY_SUFFIX}", b.attr("count")),)
-                elif b.op == "dispatch":
-                    inner = copies + ((b.attr("along"), b.attr("count")),)
-                self.weights(b.body, f"{prefix}{b.name}.", inner)
+    def weights(self, d: Diagram):
+        for dotted, w, copies, _box in weights_of(d):
+            names = tuple(c for c, _ in copies) + w.type.names
+            sizes = tuple(self.size(s) for _, s in copies) + tuple(self.size(a.size) for a in w.type.axes)
+            per = self.weight_bytes(names, sizes)
+            self.cost.parameter_bytes += per
+            self.cost.parameter_bytes_whole += math.prod(sizes) * 4
+            if w.state:
+                continue
+            on_batch = tuple(m for axes in self.sm.weight_axes(names) if axes for m in axes
+                             if m in self.sm.batch)
+            rest = tuple(m for m in self.sm.batch if m not in on_batch)
+            if on_batch:  # fully sharded: gathered for use, its gradient scattered back
+                gathered = self.weight_bytes(names, sizes, on_batch)
+                self.add(dotted, "all-gather", "forward", on_batch, gathered, what="weight, gathered for use")
+                self.add(dotted, "reduce-scatter", "gradient", on_batch, gathered, what="gradient")
+                if rest:
+                    self.add(dotted, "all-reduce", "gradient", rest, per, what="gradient")
+            elif self.sm.batch:
+                self.add(dotted, "all-reduce", "gradient", self.sm.batch, per, what="gradient")
 
     # -- activations and partial sums
     def activations(self, d: Diagram, prefix: str, extra: tuple, times: int, batched_in: list[bool],
