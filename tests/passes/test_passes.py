@@ -152,22 +152,50 @@ def test_grok_transformer_rewrites():
     d = _load("grok_transformer", "GrokTransformer")
     runnable, rewrites = optimise(d)
     assert [(w.pass_name, w.where) for w in rewrites] == [
-        ("take_early", ""), ("fuse_siblings", "attention"), ("multiply_sum", "attention"),
-        ("multiply_sum", "attention")]
-    # the MLP runs on the last position alone: the take reads x@2 and sits just before it
+        ("take_early", ""), ("take_early", ""), ("take_early", ""), ("fuse_siblings", "attention"),
+        ("multiply_sum", "attention"), ("multiply_sum", "attention")]
+    # the MLP runs on the last position alone, and so does the residual add after the attention
     names = [b.name for b in runnable.boxes]
-    assert names.index("out:take") == names.index("linear") - 1
-    assert runnable.box("out:take").inputs == ("x@2",)
+    assert names.index("out:take") == names.index("x@2") - 1 == names.index("attention") + 1
+    assert runnable.box("out:take").inputs == ("x",)
+    assert runnable.box("x@2").inputs == ("x#out:take", "x:attention")
+    assert runnable.wire("x:attention").type.names == ("d",)  # the call returns one position
     assert runnable.box("linear_2").outputs == ("x:linear@2",)
     assert runnable.wire("x:linear@2").type.names == ("d",)  # was [pos, d]
     assert runnable.box("x@3").outputs == ("out:take",)
+    # inside the attention: the query, scores, mixing and output projection run for the last position;
+    # keys and values read every position, in one product
     att = runnable.box("attention").body
-    assert att.box("q").outputs == ("q", "q+k+v:fused")
-    assert att.box("k").inputs == att.box("v").inputs == ("q+k+v:fused",)
-    # weights, their names, shapes, order and initialisers do not change
+    assert att.box("out:take").inputs == ("x",) and att.box("q").inputs == ("x#out:take",)
+    assert att.wire("a").type.names == ("heads", "key")
+    assert dict(att.box("a:causal").attr("pass")) == {"take_early": 2}  # masks keys after position 2 of 3
+    assert att.box("k").outputs == ("k:linear", "k+v:fused") and att.box("v").inputs == ("k+v:fused",)
+    # weights, their names, shapes, order and initialisers do not change; the body gains one take
     assert list(runnable.weights()) == list(d.weights())
-    assert sorted(b.name for _, b in runnable.walk()) == sorted(b.name for _, b in d.walk())
+    assert sorted(b.name for _, b in runnable.walk()) == sorted([b.name for _, b in d.walk()] + ["out:take"])
     assert optimise(d, passes=False) == (d, ())
+
+
+SINK = """
+axis pos = 3, d = 8
+circuit Mix(x: [pos, d]) -> [pos, d]:
+    return DROP(linear(x, d -> d)RATE)
+circuit Top(x: [pos, d]) -> [d]:
+    return take(x + Mix(x), pos, -1)
+"""
+
+
+@pytest.mark.parametrize("drop", ["", "dropout"])
+def test_a_take_sinks_into_a_call_only_when_it_draws_no_random_numbers(drop):
+    d = diagrammar.parse(SINK.replace("DROP", drop).replace("RATE", ", 0.1" if drop else ""))["Top"]
+    runnable, rewrites = optimise(d)
+    call = next(b for b in runnable.boxes if b.op == "call")
+    if drop:  # dropout's mask is keyed by box position inside the call: the body stays as written
+        assert not rewrites and runnable == d
+    else:
+        assert runnable.wire(call.outputs[0]).type.names == ("d",)
+        assert [b.op for b in call.body.boxes][0] == "take"
+        _compare(d, True)
 
 
 def test_multiply_sum_depends_on_the_sizes():
