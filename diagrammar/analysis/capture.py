@@ -226,34 +226,10 @@ def load_checkpoint(diagram: Diagram, path: str | os.PathLike,
     model = diagram.compile(rngs=nnx.Rngs(0), **(sizes or {}))
     model.eval()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    template = (params, rest)
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    want = ckpt._leaf_paths(template)
-    with ckpt._reader(path) as r:
-        meta = r.meta()
-        stored = {name: i for i, name in enumerate(meta["leaf_paths"])}
-        missing = [name for name in want if name not in stored]
-        if missing:
-            raise ckpt.CheckpointMismatch(
-                f"{path} was written for a different model than {diagram.name} with sizes {sizes or {}} "
-                f"(missing from the checkpoint: {missing[:5]})")
-        entries = [f"leaf_{stored[name]:05d}" for name in want]
-        for name, leaf, entry in zip(want, leaves, entries):
-            shape, _, dtype, _ = r.header(entry)
-            want_shape, want_dtype = ckpt._wanted(leaf)
-            if shape != want_shape or dtype != want_dtype:
-                raise ckpt.CheckpointMismatch(
-                    f"{path} was written for a different model: {name} is {dtype}{list(shape)} in the checkpoint "
-                    f"but {want_dtype}{list(want_shape)} in {diagram.name} (were other sizes used? give them with "
-                    "--size NAME=N)")
-        restored = []
-        for name, leaf, entry in zip(want, leaves, entries):
-            got = r.array(entry)
-            if ckpt._is_key(leaf):
-                restored.append(jax.random.wrap_key_data(np.array(got), impl=jax.random.key_impl(leaf)))
-            else:
-                restored.append(jnp.asarray(got))
-    params, rest = jax.tree_util.tree_unflatten(treedef, restored)
+    # by key path, the optimiser state in the file left unread; a sharded run's pieces are joined here
+    (params, rest), meta = ckpt.load(path, (params, rest), subset=True,
+                                     here=f"in {diagram.name} with sizes {sizes or {}} (were other sizes used? "
+                                          "give them with --size NAME=N)")
     model = nnx.merge(graphdef, params, rest)
     model.eval()
     return model, meta

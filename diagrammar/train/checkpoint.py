@@ -6,19 +6,51 @@ and optimiser state) plus a JSON metadata record. It is written through
 renamed), so the file named ``checkpoint.npz`` is always either the previous
 complete checkpoint or the new complete one, never a partial write.
 
-Loading trusts nothing in the file. Leaves are stored by position and checked
-against the key paths of a template tree, and every array's header (shape,
-dtype, byte count) is read and compared with the template *before* any array
-data is read, so a checkpoint of another model, or a crafted one whose header
-claims terabytes, is refused by name with nothing allocated. The run record
-(step, history, wall time) is checked for types and ranges too.
+Sharded leaves are stored per shard. A ``jax.Array`` that is not fully
+replicated (a weight split over a mesh axis) is written as its distinct
+addressable shards, one entry ``leaf_NNNNN_KKKKK`` per distinct
+``shard.index`` (replicas are written once), and the record's
+``leaf_pieces`` maps the leaf to its whole shape and each piece's
+``[start, stop]`` per dimension; no whole copy of it is ever made. Every other
+leaf is one entry ``leaf_NNNNN`` holding the whole array, as in checkpoints
+written before pieces existed, which still load. A leaf restored into a
+template with a ``NamedSharding`` is built by ``jax.make_array_from_callback``:
+each device's slice is cut from the stored pieces that overlap it, and only
+those are read (each at most once per leaf). So a run resumes on another mesh
+shape (``data=4,model=2`` to ``data=2,model=4``, or to one device and back)
+without any device holding a whole sharded weight.
+
+Several processes: each process sees only its addressable shards, and those
+are all :func:`save` writes (it never gathers across processes), so the file of
+one process of several does not tile a weight split across hosts and
+:func:`load` refuses it by name. Giving each process its own file (all would
+write the same path today) and loading them together is not built; everything
+here is correct for one process holding every device.
+
+Why this format and not orbax-checkpoint. Orbax writes a folder of
+tensorstore (zarr/OCDBT) files, asynchronously, and restores through
+tensorstore, which takes shapes, dtypes and chunk layout from the folder's own
+metadata files. This loader trusts nothing in
+the file: leaves are stored by position and checked against the key paths of
+a template tree, and every array's header (shape, dtype, byte count) -- and
+for a sharded leaf each piece's box, its header and that the pieces tile the
+whole exactly once -- is read and compared with the template *before* any
+array data is read, so a checkpoint of another model, or a crafted one whose
+header claims terabytes, is refused by name with nothing allocated. Orbax
+cannot give that check-before-read guarantee without reimplementing its
+reader, nor one file that is atomically either the old or the new checkpoint.
+What orbax adds (parallel writes from many hosts, asynchronous saves of very
+large states) is not needed by a single process. The run record (step,
+history, wall time) is checked for types and ranges too.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
+import re
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +67,12 @@ CHECKPOINT_NAME = "checkpoint.npz"
 _META = "__meta__"
 MAX_META_BYTES = 256 * 2 ** 20  # the history of a very long run is a few MB
 MAX_STEP = 2 ** 31 - 1          # steps are int32 inside the compiled loop
+PIECES = "leaf_pieces"          # the record's map: leaf number -> {"shape": whole shape, "boxes": [[[start, stop], ...]]}
+MAX_PIECES = 2 ** 16            # distinct shards of one leaf (one per device at most)
+MAX_GRID = 2 ** 20              # cells of the grid the tiling check lays over one leaf's pieces
+
+# A piece's place in its whole array: (start, stop) per dimension.
+Box = tuple[tuple[int, int], ...]
 
 
 class CheckpointMismatch(CommandError, ValueError):
@@ -65,6 +103,9 @@ def save(path: str | os.PathLike, tree: Any, meta: dict[str, Any]) -> Path:
 
     Typed PRNG keys are stored as their raw key data (npz cannot hold key
     dtypes) and re-wrapped on load from the template's key implementation.
+    A ``jax.Array`` that is not fully replicated is stored as its distinct
+    addressable shards, each copied to the host on its own; every other leaf
+    whole, as ``np.asarray(leaf)``.
 
     Args:
       path: the checkpoint file to (re)place.
@@ -83,16 +124,56 @@ def save(path: str | os.PathLike, tree: Any, meta: dict[str, Any]) -> Path:
     path = Path(path)
     leaves = jax.tree_util.tree_leaves(tree)
     arrays: dict[str, np.ndarray] = {}
+    pieces: dict[str, dict[str, Any]] = {}
     for i, leaf in enumerate(leaves):
         if _is_key(leaf):
             leaf = jax.random.key_data(leaf)
-        arrays[f"leaf_{i:05d}"] = np.asarray(leaf)
+        shards = _distinct_shards(leaf)
+        if shards is None:
+            arrays[_entry(i)] = np.asarray(leaf)
+            continue
+        for k, (_, data) in enumerate(shards):
+            arrays[_entry(i, k)] = data
+        pieces[str(i)] = {"shape": list(leaf.shape), "boxes": [[list(ab) for ab in box] for box, _ in shards]}
     record = dict(meta, leaf_paths=_leaf_paths(tree), n_leaves=len(leaves))
+    record.pop(PIECES, None)
+    if pieces:  # absent when nothing is sharded: such a file is what it was before pieces existed
+        record[PIECES] = pieces
     arrays[_META] = np.frombuffer(json.dumps(record).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     _write_atomic(path, buf.getvalue())
     return path
+
+
+def _entry(leaf: int, piece: int | None = None) -> str:
+    """The archive member (without ``.npy``) of a whole leaf, or of one piece of a sharded leaf."""
+    return f"leaf_{leaf:05d}" if piece is None else f"leaf_{leaf:05d}_{piece:05d}"
+
+
+def _box(index: tuple[Any, ...], shape: tuple[int, ...]) -> Box:
+    """A shard's ``index`` (a tuple of slices, ``None`` ends for whole dimensions) as (start, stop) pairs."""
+    index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+    box = []
+    for sl, n in zip(index, shape, strict=True):
+        start, stop, step = sl.indices(n)
+        if step != 1:
+            raise ValueError(f"a shard with a strided index {index}")
+        box.append((start, max(start, stop)))
+    return tuple(box)
+
+
+def _distinct_shards(leaf: Any) -> list[tuple[Box, np.ndarray]] | None:
+    """The distinct shards this process holds of a sharded ``jax.Array``, by box; None to store it whole.
+
+    Only addressable shards are read, each copied to the host on its own: the whole array is never formed.
+    """
+    if not isinstance(leaf, jax.Array) or leaf.is_fully_replicated:
+        return None
+    first: dict[Box, Any] = {}
+    for shard in leaf.addressable_shards:
+        first.setdefault(_box(shard.index, leaf.shape), shard.data)  # replicas share an index: keep one
+    return [(box, np.asarray(first[box])) for box in sorted(first)]
 
 
 def discard(path: str | os.PathLike) -> None:
@@ -143,6 +224,7 @@ class _Reader:
     def __init__(self, path: str | os.PathLike, zf: zipfile.ZipFile):
         self.path, self.zf = path, zf
         self.names = set(zf.namelist())
+        self.pieces: dict[int, tuple[tuple[int, ...], list[Box]]] = {}  # filled by meta(), checked to tile
 
     def info(self, name: str) -> zipfile.ZipInfo:
         try:
@@ -205,12 +287,89 @@ class _Reader:
             raise _refuse(self.path, f"n_leaves is {n!r}")
         if not isinstance(paths, list) or len(paths) != n or not all(isinstance(p, str) for p in paths):
             raise _refuse(self.path, "leaf_paths does not list n_leaves names")
-        want = {f"leaf_{i:05d}.npy" for i in range(n)} | {_META + ".npy"}
+        self.pieces = _pieces_of(self.path, meta.get(PIECES, {}), n, len(self.names))
+        want = {_META + ".npy"}
+        for i in range(n):
+            if i in self.pieces:
+                want.update(_entry(i, k) + ".npy" for k in range(len(self.pieces[i][1])))
+            else:
+                want.add(_entry(i) + ".npy")
         if self.names != want:
             extra, missing = sorted(self.names - want)[:3], sorted(want - self.names)[:3]
             raise _refuse(self.path, f"its entries do not match its record (unexpected: {extra or 'none'}; "
                                      f"missing: {missing or 'none'})")
         return meta
+
+
+_LEAF_NUMBER = re.compile(r"0|[1-9][0-9]{0,6}")
+
+
+def _naturals(x: Any, length: int | None = None) -> bool:
+    return (isinstance(x, list) and (length is None or len(x) == length)
+            and all(type(v) is int and 0 <= v <= 2 ** 62 for v in x))
+
+
+def _pieces_of(path: Any, raw: Any, n: int, entries: int) -> dict[int, tuple[tuple[int, ...], list[Box]]]:
+    """The record's ``leaf_pieces`` checked: leaf number -> (whole shape, boxes), the boxes tiling the shape."""
+    if not isinstance(raw, dict):
+        raise _refuse(path, f"its {PIECES} is not a JSON object")
+    if sum(len(v.get("boxes", ())) if isinstance(v, dict) and isinstance(v.get("boxes"), list) else 0
+           for v in raw.values()) > entries:
+        raise _refuse(path, f"its {PIECES} lists more pieces than it has entries")
+    out = {}
+    for key, entry in raw.items():
+        if not _LEAF_NUMBER.fullmatch(key) or int(key) >= n:
+            raise _refuse(path, f"its {PIECES} names leaf {key!r}, not one of its {n} leaves")
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        boxes = entry.get("boxes") if isinstance(entry, dict) else None
+        if not _naturals(shape) or len(shape) > 64:
+            raise _refuse(path, f"the pieces of leaf {key} have no whole shape (it is {shape!r})")
+        if not isinstance(boxes, list) or not 1 <= len(boxes) <= MAX_PIECES:
+            raise _refuse(path, f"leaf {key} is not split into 1 to {MAX_PIECES:,} pieces")
+        parsed = []
+        for box in boxes:
+            if not (isinstance(box, list) and len(box) == len(shape) and all(_naturals(ab, 2) for ab in box)):
+                raise _refuse(path, f"leaf {key} has a piece at {box!r}, not [start, stop] for each of its "
+                                    f"{len(shape)} dimensions")
+            parsed.append(tuple((a, b) for a, b in box))
+        why = _untiled(tuple(shape), parsed)
+        if why:
+            raise _refuse(path, f"the pieces of leaf {key} do not tile its shape {shape}: {why}")
+        out[int(key)] = (tuple(shape), parsed)
+    return out
+
+
+def _untiled(shape: tuple[int, ...], boxes: list[Box]) -> str | None:
+    """Why ``boxes`` do not cover ``shape`` exactly once, or None when they tile it.
+
+    The boxes' starts and stops cut each dimension; every cell of that grid must lie under exactly one box.
+    Pieces of a sharding form a grid of as many cells as pieces, so ``MAX_GRID`` cells only refuse crafted ones.
+
+    >>> _untiled((4, 6), [((0, 2), (0, 6)), ((2, 4), (0, 6))]) is None
+    True
+    >>> _untiled((4, 6), [((0, 2), (0, 6)), ((1, 4), (0, 6))])
+    'pieces overlap at [1:2, 0:6]'
+    >>> _untiled((4, 6), [((0, 2), (0, 6))])
+    'nothing covers [2:4, 0:6]'
+    """
+    for box in boxes:
+        if any(not a <= b <= n for (a, b), n in zip(box, shape, strict=True)):
+            return f"a piece at {_show(box)} lies outside it"
+    cuts = [sorted({0, n} | {a for box in boxes for a in box[d]}) for d, n in enumerate(shape)]
+    if math.prod(len(c) - 1 for c in cuts) > MAX_GRID:
+        return f"the pieces cut it into more than {MAX_GRID:,} cells"
+    cover = np.zeros([len(c) - 1 for c in cuts], np.int32)
+    for box in boxes:
+        cover[tuple(slice(bisect.bisect_left(c, a), bisect.bisect_left(c, b)) for (a, b), c in zip(box, cuts))] += 1
+    for count, what in ((cover > 1, "pieces overlap at"), (cover == 0, "nothing covers")):
+        if count.any():
+            cell = np.argwhere(count)[0]
+            return f"{what} {_show(tuple((c[j], c[j + 1]) for c, j in zip(cuts, cell)))}"
+    return None
+
+
+def _show(box: Box) -> str:
+    return "[" + ", ".join(f"{a}:{b}" for a, b in box) + "]"
 
 
 @contextmanager
@@ -242,58 +401,144 @@ def _wanted(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(np.shape(leaf)), np.dtype(dtype)
 
 
-def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict[str, Any]]:
+class _Stored:
+    """One leaf as the file holds it: a whole entry, or pieces cut and joined into whatever box is asked for.
+
+    Built only after every header of the leaf has been checked; each piece is read at most once (the
+    pieces a device's slice overlaps, when it first asks) and checked for finite values when read.
+    """
+
+    def __init__(self, r: _Reader, name: str, i: int, dtype: np.dtype):
+        self.r, self.name, self.i, self.dtype = r, name, i, dtype
+        self.shape, self.boxes = r.pieces.get(i, (None, None))
+        self.read_pieces: dict[int, np.ndarray] = {}
+
+    def _checked(self, entry: str, shape: tuple[int, ...]) -> np.ndarray:
+        got = self.r.array(entry)
+        if got.shape != shape or got.dtype != self.dtype:  # the headers were checked; the file must not change
+            raise _refuse(self.r.path, f"entry {entry} changed while it was read")
+        if np.issubdtype(got.dtype, np.inexact) and not np.all(np.isfinite(got)):
+            raise _refuse(self.r.path, f"{self.name} holds NaN or infinite values")
+        return got
+
+    def whole(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.boxes is None:
+            return self._checked(_entry(self.i), shape)
+        return self.cut(tuple((0, n) for n in shape))
+
+    def cut(self, want: Box) -> np.ndarray:
+        """The ``want`` box of the leaf, from the pieces that overlap it (the pieces tile the leaf)."""
+        out = np.empty([b - a for a, b in want], self.dtype)
+        if out.size == 0:
+            return out
+        for k, box in enumerate(self.boxes):
+            common = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(box, want, strict=True))
+            if any(lo >= hi for lo, hi in common):
+                continue
+            if k not in self.read_pieces:
+                self.read_pieces[k] = self._checked(_entry(self.i, k), tuple(b - a for a, b in box))
+            piece = self.read_pieces[k]
+            if box == want:
+                return piece
+            out[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(common, want))] = \
+                piece[tuple(slice(lo - a, hi - a) for (lo, hi), (a, _) in zip(common, box))]
+        return out
+
+
+def _stored_header(r: _Reader, i: int) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of leaf ``i`` as stored, every one of its entries' headers checked; nothing read."""
+    if i not in r.pieces:
+        shape, _, dtype, _ = r.header(_entry(i))
+        return shape, dtype
+    shape, boxes = r.pieces[i]
+    dtypes = set()
+    for k, box in enumerate(boxes):
+        got, _, dtype, _ = r.header(_entry(i, k))
+        size = tuple(b - a for a, b in box)
+        if got != size:
+            raise _refuse(r.path, f"entry {_entry(i, k)} holds {list(got)} but the record places it at "
+                                  f"{_show(box)}, {list(size)}")
+        dtypes.add(dtype)
+    if len(dtypes) != 1:
+        raise _refuse(r.path, f"the pieces of leaf {i} hold different dtypes {sorted(map(str, dtypes))}")
+    return shape, dtypes.pop()
+
+
+def load(path: str | os.PathLike, template: Any, *, subset: bool = False,
+         here: str = "here") -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint into the structure of ``template``.
 
-    Every array's shape, dtype and byte count is checked against the template
-    before its data is read; float arrays must hold finite numbers.
+    Every array's shape, dtype and byte count (for a sharded leaf: every
+    piece's, and that the pieces tile the whole) is checked against the
+    template before any data is read; float arrays must hold finite numbers.
+    A template leaf with a ``NamedSharding`` is restored onto that sharding,
+    whatever mesh wrote the file, each device's slice cut from the stored
+    pieces that overlap it.
 
     Args:
       path: a file written by :func:`save`.
       template: a pytree with the same structure, shapes and dtypes as the
-        saved one (e.g. a freshly built model's state); its values are unused.
+        saved one (e.g. a freshly built model's state); its values are unused,
+        its leaves' shardings say where the restored arrays go.
+      subset: the template may be part of the saved tree (e.g. the model
+        without its optimiser state); its leaves are found by key path.
+      here: how messages name the template ("in Decoder with sizes ...").
 
     Returns:
       ``(tree, meta)``: the restored pytree and the metadata record.
 
     Raises:
       CheckpointMismatch: the leaves do not match the template by key path,
-        shape or dtype, or the file is damaged or inconsistent.
+        shape or dtype, or the file is damaged, crafted or inconsistent.
       UnusableFile: missing, unreadable, or not a regular file.
     """
     leaves, treedef = jax.tree_util.tree_flatten(template)
     paths = _leaf_paths(template)
     with _reader(path) as r:
         meta = r.meta()
-        if paths != meta["leaf_paths"]:
+        if subset:
+            number = {name: i for i, name in enumerate(meta["leaf_paths"])}
+            missing = [name for name in paths if name not in number]
+            if missing:
+                raise CheckpointMismatch(f"{path} was written for a different model (missing from the checkpoint: "
+                                         f"{missing[:5]}; needed {here})")
+            numbers = [number[name] for name in paths]
+        elif paths != meta["leaf_paths"]:
             missing = sorted(set(paths) - set(meta["leaf_paths"]))[:5]
             extra = sorted(set(meta["leaf_paths"]) - set(paths))[:5]
             raise CheckpointMismatch(
                 f"{path} was written for a different model or optimiser "
                 f"(missing from checkpoint: {missing or 'none'}; unexpected: {extra or 'none'})"
             )
-        names = [f"leaf_{i:05d}" for i in range(len(leaves))]
+        else:
+            numbers = list(range(len(leaves)))
         # every header first: nothing is allocated before all of them match
-        for name, want, entry in zip(paths, leaves, names, strict=True):
+        stored = []
+        for name, want, i in zip(paths, leaves, numbers, strict=True):
             want_shape, want_dtype = _wanted(want)
-            shape, _, dtype, _ = r.header(entry)
+            shape, dtype = _stored_header(r, i)
             if shape != want_shape or dtype != want_dtype:
                 what = "RNG key " if _is_key(want) else ""
                 raise CheckpointMismatch(
                     f"{path} was written for a different model: {what}{name} is {dtype}{list(shape)} "
-                    f"in the checkpoint but {want_dtype}{list(want_shape)} here"
+                    f"in the checkpoint but {want_dtype}{list(want_shape)} {here}"
                 )
+            stored.append(_Stored(r, name, i, dtype))
         restored = []
-        for name, want, entry in zip(paths, leaves, names, strict=True):
-            got = r.array(entry)
-            if np.issubdtype(got.dtype, np.inexact) and not np.all(np.isfinite(got)):
-                raise _refuse(path, f"{name} holds NaN or infinite values")
+        for want, leaf in zip(leaves, stored, strict=True):
+            shape, _ = _wanted(want)
+            sharding = getattr(want, "sharding", None)
             if _is_key(want):
-                restored.append(jax.random.wrap_key_data(np.array(got), impl=jax.random.key_impl(want)))
-            elif isinstance(getattr(want, "sharding", None), jax.sharding.NamedSharding):
-                restored.append(jax.device_put(got, want.sharding))  # onto the template's mesh, whatever it was
+                restored.append(jax.random.wrap_key_data(np.array(leaf.whole(shape)), impl=jax.random.key_impl(want)))
+            elif isinstance(sharding, jax.sharding.NamedSharding):  # onto the template's mesh, whatever it was
+                if leaf.boxes is None:
+                    restored.append(jax.device_put(leaf.whole(shape), sharding))
+                else:
+                    restored.append(jax.make_array_from_callback(
+                        shape, sharding, lambda index, leaf=leaf, shape=shape: leaf.cut(_box(index, shape))))
             else:
-                restored.append(jax.numpy.asarray(got))
+                restored.append(jax.numpy.asarray(leaf.whole(shape)))
+            leaf.read_pieces.clear()
     return jax.tree_util.tree_unflatten(treedef, restored), meta
 
 

@@ -7,6 +7,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import diagrammar
+from diagrammar.train import checkpoint as ckpt
 from diagrammar.train import mesh as train_mesh
 from diagrammar.train.loop import train
 from diagrammar.train.modadd import ModAdd
@@ -67,6 +68,11 @@ def test_resume_on_another_mesh_shape(tensor_run, tmp_path):
     first = train_mesh.make_mesh({"data": 4, "model": 2})
     half = grok().compile(rngs=nnx.Rngs(0), mesh=first, shard=TENSOR, batch="data")
     run(half, 25, tmp_path / "split")
+    # the checkpoint holds the split weights (and their Adam moments) as halves over model, never whole
+    meta = ckpt.load_meta(tmp_path / "split" / ckpt.CHECKPOINT_NAME)
+    for name in ("[0]['linear']['W'].value", "[2][0].mu['linear']['W'].value", "[2][0].nu['linear']['W'].value"):
+        assert meta[ckpt.PIECES][str(meta["leaf_paths"].index(name))] == {
+            "shape": [128, 512], "boxes": [[[0, 128], [0, 256]], [[0, 128], [256, 512]]]}, name
     other = train_mesh.make_mesh({"data": 2, "model": 4})
     resumed = grok().compile(rngs=nnx.Rngs(0), mesh=other, shard=TENSOR, batch="data")
     result = run(resumed, 50, tmp_path / "split")

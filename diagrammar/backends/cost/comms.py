@@ -7,10 +7,15 @@ device and per training step (the README quotes it):
   with the leading batch split over the batch's mesh axes first (an axis mapped onto a mesh axis the batch
   uses stays whole on that wire). Activations are summed over every wire of one forward pass.
 - **Gradient sync**: every trained weight's gradient is summed over the batch's mesh axes: an all-reduce of
-  its per-device bytes, or, when the weight itself is split over a batch mesh axis (fully sharded data
-  parallel), a reduce-scatter of the gradient as it was before the split (its all-gathered size).
-- **FSDP gather**: a weight split over a batch mesh axis is all-gathered over it once per step, to its
-  size with those axes whole (the gathered copy serves the backward pass too).
+  its per-device bytes.
+- **Fully sharded (FSDP)**: a weight split over a mesh axis the batch is also split over is all-gathered
+  over those axes once per step, to its size with them whole (the gathered copy serves the backward pass
+  too). Its gradient is reduce-scattered back, at that gathered size, when the box that reads it is one of
+  `GATHERED_IN_BOX` (`linear`, `embed`, the norms) on a batched input, the batch splits evenly and the
+  weight's split axes that the batch uses hold nothing else: the flax backend runs such a box per shard of
+  the batch (`shard_map`), so the gather's transpose is a `psum_scatter`. Any other reader (a `param` box
+  whose output is added to batched values) leaves the gradient to XLA, which sums it whole (an all-reduce
+  of the gathered size) and keeps each device's shard: its CPU pipeline never forms a reduce-scatter itself.
 - **Partial sums** (tensor parallelism): a `linear`, `dot` or `einsum` that sums over an axis split over
   mesh axes M, and whose result has no axis on M, leaves partial sums: an all-reduce over M of its result
   in the forward pass. A `linear` whose weight adds an output axis on M that its input lacks leaves the
@@ -31,6 +36,9 @@ from ...ir import Box, Diagram, Size, TensorType
 
 _BYTES = {"float": 4, "int": 4, "bool": 1}
 _CONTRACTIONS = frozenset({"linear", "dot", "einsum"})
+# boxes whose weights split over the batch's mesh axes are gathered per shard of the batch (the flax backend
+# runs them as a shard_map over those axes, backends/flax/sharding.py), so their gradients are reduce-scattered
+GATHERED_IN_BOX = frozenset({"linear", "embed", "layernorm", "rmsnorm"})  # none mixes examples
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,8 @@ class ShardedCost:
                 "totals": {k: {"arrays": n, "bytes": b} for k, (n, b) in self.totals().items()}}
 
     def format(self) -> str:
-        lines = [f"per device: parameters {self.parameter_bytes:,} B of {self.parameter_bytes_whole:,}; "
-                 f"activations {self.activation_bytes:,} B of {self.activation_bytes_whole:,} (one forward pass)"]
+        lines = [(f"per device: parameters {self.parameter_bytes:,} B of {self.parameter_bytes_whole:,}; "
+                  f"activations {self.activation_bytes:,} B of {self.activation_bytes_whole:,} (one forward pass)")]
         if not self.collectives:
             lines.append("collectives per training step: none")
             return "\n".join(lines)
@@ -97,6 +105,7 @@ class _Walk:
         self.cost = ShardedCost(0, 0, 0, 0)
         self.batch_devices = sm.devices(sm.batch) if sm.batch else 1
         self.diagram = diagram
+        self.batched: set[str] = set()  # dotted names of the boxes whose inputs carry the batch
 
     def size(self, s: Size) -> int:
         return s.value if s.is_const else int(s.evaluate(self.bindings))
@@ -132,7 +141,9 @@ class _Walk:
 
     # -- weights
     def weights(self, d: Diagram):
-        for dotted, w, copies, _box in weights_of(d):
+        """Per-device parameter bytes; the gradient (and FSDP gather) collectives of every trained weight,
+        once `self.batched` holds the boxes whose inputs carry the batch (`activations` fills it)."""
+        for dotted, w, copies, box in weights_of(d):
             names = tuple(c for c, _ in copies) + w.type.names
             sizes = tuple(self.size(s) for _, s in copies) + tuple(self.size(a.size) for a in w.type.axes)
             per = self.weight_bytes(names, sizes)
@@ -140,17 +151,28 @@ class _Walk:
             self.cost.parameter_bytes_whole += math.prod(sizes) * 4
             if w.state:
                 continue
-            on_batch = tuple(m for axes in self.sm.weight_axes(names) if axes for m in axes
-                             if m in self.sm.batch)
+            split = [axes for axes in self.sm.weight_axes(names) if axes]
+            on_batch = tuple(m for axes in split for m in axes if m in self.sm.batch)
             rest = tuple(m for m in self.sm.batch if m not in on_batch)
-            if on_batch:  # fully sharded: gathered for use, its gradient scattered back
-                gathered = self.weight_bytes(names, sizes, on_batch)
-                self.add(dotted, "all-gather", "forward", on_batch, gathered, what="weight, gathered for use")
+            if not on_batch:
+                if self.sm.batch:
+                    self.add(dotted, "all-reduce", "gradient", self.sm.batch, per, what="gradient")
+                continue
+            # fully sharded: gathered for use; its gradient reduce-scattered back where its box runs per
+            # shard of the batch (GATHERED_IN_BOX, the batch split evenly, the weight's split axes all the
+            # batch's), else summed whole over the batch and sliced
+            gathered = self.weight_bytes(names, sizes, on_batch)
+            self.add(dotted, "all-gather", "forward", on_batch, gathered, what="weight, gathered for use")
+            box_name = dotted[:len(dotted) - len(w.name) - 1] if w.name else dotted
+            in_box = (box.op in GATHERED_IN_BOX and box_name in self.batched
+                      and self.batch % self.batch_devices == 0 and all(set(axes) <= set(self.sm.batch) for axes in split if set(axes) & set(self.sm.batch)))
+            if in_box:
                 self.add(dotted, "reduce-scatter", "gradient", on_batch, gathered, what="gradient")
                 if rest:
                     self.add(dotted, "all-reduce", "gradient", rest, per, what="gradient")
-            elif self.sm.batch:
-                self.add(dotted, "all-reduce", "gradient", self.sm.batch, per, what="gradient")
+            else:
+                self.add(dotted, "all-reduce", "gradient", self.sm.batch, gathered,
+                         what="gradient, whole (each device keeps its shard)")
 
     # -- activations and partial sums
     def activations(self, d: Diagram, prefix: str, extra: tuple, times: int, batched_in: list[bool],
@@ -167,6 +189,8 @@ class _Walk:
             self.cost.activation_bytes_whole += whole * times
         for b in d.boxes:
             bt = any(batched.get(w, False) for w in b.inputs)
+            if bt:
+                self.batched.add(f"{prefix}{b.name}")
             g = bool(b.weights) or any(grad.get(w, False) for w in b.inputs)
             if b.body is not None:
                 outs_bt, outs_g = self.nested(d, b, prefix, extra, times, [batched.get(w, False) for w in b.inputs],
@@ -242,9 +266,11 @@ def analyse_sharding(diagram: Diagram, shard_map: ShardMap, *, batch: int = 1,
         train: count a training step (gradients, loss); False for the forward pass alone.
     """
     walk = _Walk(diagram, shard_map, batch, bindings or {})
-    walk.weights(diagram)
     n_in = sum(len(p.wires) for p in diagram.inputs)
     walk.activations(diagram, "", (), 1, [True] * n_in, [False] * n_in)
+    of_activations, walk.cost.collectives = walk.cost.collectives, []
+    walk.weights(diagram)  # listed first: a weight's collectives, then the boxes'
+    walk.cost.collectives += of_activations
     if train and shard_map.batch:
         walk.add("loss", "all-reduce", "loss", shard_map.batch, 4, what="the mean of the loss")
     if not train:

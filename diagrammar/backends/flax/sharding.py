@@ -16,7 +16,21 @@ only says where each named axis lives:
     differently: `ShardingTypeError`) runs with the mesh's axes in auto mode,
     its inputs and weights recast to auto and its outputs resharded to their
     named sharding afterwards, as `jax.sharding.auto_axes` does; every other
-    box keeps the explicit types.
+    box keeps the explicit types;
+  - a weight split over a mesh axis the batch is also split over (fully
+    sharded data parallel, FSDP) is gathered where it is used. A box of
+    `cost.comms.GATHERED_IN_BOX` (linear, embed, the norms) that reads such
+    weights, on an input whose batch splits evenly, runs as a `shard_map`
+    manual over the batch's mesh axes: its weights are all-gathered inside
+    and it works on its own examples, so the transpose of that gather
+    reduce-scatters the gradient back to the weight's shards (the textbook
+    FSDP/ZeRO-3 step). Any other box that reads one gets it gathered whole
+    (its gradient is then all-reduced whole and each device keeps its
+    shard); a `param` box's output is the weight, placed by the wire rule.
+    Left alone, XLA's partitioner neither gathers a weight where it is used
+    nor reduce-scatters a gradient (its CPU pipeline has no pass that makes
+    one of an all-reduce and a slice): docs/sharding.md. The cost backend
+    (backends/cost/comms.py) counts the same collectives.
 """
 from __future__ import annotations
 
@@ -32,12 +46,16 @@ from jax._src.core import (
 from jax._src.core import (
     modify_spec_for_auto_manual as _spec_for_auto,  # what auto_axes recasts with
 )
+from jax._src.lax.parallel import (
+    all_gather_invariant as _all_gather_invariant,  # not re-exported by jax 0.10; transposes to a slice
+)
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ...check.sharding import ShardMap, validate
 from ...errors import InvalidArgument
-from .values import _V
+from ..cost.comms import GATHERED_IN_BOX
+from .values import _V, _Ctx
 
 if TYPE_CHECKING:
     from .module import _Plan, _WeightSpec
@@ -58,6 +76,7 @@ class Layout:
         self.map = shard_map
         self.explicit = any(t == AxisType.Explicit for t in mesh.axis_types)
         self.replicated = NamedSharding(mesh, P())
+        self._weight_specs: dict[str, P] = {}  # dotted name -> the weight's spec (filled on first use)
 
     def __repr__(self) -> str:
         return f"<layout {dict(self.mesh.shape)} shard={self.map.axes} batch={self.map.batch}>"
@@ -101,6 +120,12 @@ class Layout:
 
     def run_box(self, runner, rule, d, b, index, prefix, ins, ctx, sub):
         """Run one box's lowering on the mesh: see the module's docstring."""
+        fsdp = self._fsdp_weights(runner, b, prefix)
+        if fsdp:
+            result = self._run_mapped(runner, rule, d, b, index, prefix, ins, ctx, fsdp)
+            if result is not None:
+                return [self.constrain(v) for v in result]
+            runner = self._gathered(runner, fsdp)
         try:
             result = _apply(runner, rule, d, b, index, prefix, ins, ctx, sub)
         except _ShardingTypeError:
@@ -129,6 +154,120 @@ class Layout:
             caps = {k: (self._put(a, P()), names) for k, (a, names) in caps.items()}
         return (back, caps) if b.body is not None else back
 
+    # -- fully sharded weights: gathered where they are used
+    def _spec_of(self, runner, dotted: str, ndim: int) -> P:
+        """The spec of weight `dotted` as the runner holds it (inside a repeat, one copy: its copy axes gone)."""
+        if not self._weight_specs:
+            self._weight_specs = {s.dotted: self.weight_spec(_weight_names(s)) for s in runner.plan.weights}
+        spec = tuple(self._weight_specs[dotted])
+        return P(*spec[len(spec) - ndim:])
+
+    def _fsdp_weights(self, runner, b, prefix: str) -> dict[str, P]:
+        """The weights box `b` reads that are split over a mesh axis the batch is also split over, each
+        with its spec; empty when the batch is not split or no weight shares its mesh axes."""
+        if not self.map.batch or b.body is not None or b.op == "param":
+            # a param box's output is the weight itself, placed by the wire rule (its axes split as the
+            # weight's, no batch on it): the box that adds it to batched values gathers it
+            return {}
+        out = {}
+        for dotted in self._box_weights(runner, b, prefix):
+            spec = self._spec_of(runner, dotted, runner.weights[dotted].ndim)
+            if any(m in self.map.batch for e in spec for m in _axes(e)):
+                out[dotted] = spec
+        return out
+
+    def _box_weights(self, runner, b, prefix: str) -> list[str]:
+        """Dotted names of the weights `b`'s lowering reads: its own, and for the lead of fused sibling
+        projections (passes/fuse_siblings.py) its members' too."""
+        own = f"{prefix}{b.name}"
+        names = [own + (f".{w.name}" if w.name else "") for w in b.weights]
+        fused = dict(b.attr("pass", ())).get("fuse_siblings")
+        if fused is not None and fused[0] == "lead":
+            names += [k for m in fused[1] for k in runner.weights if k.startswith(f"{prefix}{m[0]}.")]
+        return sorted({k for k in names if k in runner.weights})
+
+    def _gathered(self, runner, fsdp: dict[str, P]):
+        """A runner whose FSDP weights are whole over the batch's mesh axes (still split over any other);
+        the box's state updates still reach `runner`.
+
+        A weight split over those axes alone is gathered by a `shard_map` whose result is replicated
+        (`all_gather_invariant`): the partitioner then sums its gradient whole over the batch's mesh axes
+        (an all-reduce) and the gather's transpose keeps each device's shard of it. Left to a sharding
+        constraint, XLA gathers such a weight again in the backward pass."""
+        weights = dict(runner.weights)
+        batch = self.map.batch
+        for dotted, spec in fsdp.items():
+            if all(set(_axes(e)) <= set(batch) for e in spec):
+                weights[dotted] = jax.shard_map(
+                    lambda w, spec=spec: _all_gather(w, spec, _all_gather_invariant), mesh=self.mesh,
+                    in_specs=spec, out_specs=P(), axis_names=set(batch))(weights[dotted])
+            else:
+                weights[dotted] = self._put(weights[dotted], self._without_batch(spec))
+        inner = type(runner)(runner.plan, weights)
+        inner.updates = runner.updates
+        return inner
+
+    def _without_batch(self, spec: P) -> P:
+        return P(*(_entry(tuple(m for m in _axes(e) if m not in self.map.batch)) for e in spec))
+
+    def _run_mapped(self, runner, rule, d, b, index, prefix, ins, ctx, fsdp: dict[str, P]):
+        """`b` as a `shard_map` manual over the batch's mesh axes, its FSDP weights all-gathered inside; None
+        when it cannot run so (another op, no evenly split batch on its input, a weight whose split mixes
+        the batch's mesh axes with others). Every output keeps the batch, split as on the input."""
+        batch = self.map.batch
+        if b.op not in GATHERED_IN_BOX or not ins or "#0" not in ins[0].names:
+            return None
+        if any(any(m in batch for m in _axes(e)) and not set(_axes(e)) <= set(batch) for s in fsdp.values()
+               for e in s):
+            return None
+        n = self.map.devices(batch)
+        flat, in_specs, kinds = [], [], []
+        for v in ins:
+            if v.hot is not None and v._a is None:  # a lazy one-hot stays lazy: its indices go in
+                a, names = v.hot[0], v.names[:-1]
+                kinds.append(("hot", v.names, v.hot[1]))
+            else:
+                a, names = v.a, v.names
+                kinds.append(("dense", v.names, None))
+            if "#0" in names and a.shape[names.index("#0")] % n:
+                return None
+            flat.append(a)
+            in_specs.append(P(*(_entry(batch) if x == "#0" else None for x in names)))
+        weights = {k: runner.weights[k] for k in fsdp}
+        w_specs = {k: P(*(_entry(tuple(m for m in _axes(e) if m in batch)) for e in s)) for k, s in fsdp.items()}
+        # the box's other weights (split over no mesh axis of the batch) enter whole on those axes: their
+        # gradients are summed over the batch, as data parallelism sums them
+        others = {k: runner.weights[k] for k in self._box_weights(runner, b, prefix) if k not in fsdp}
+        local = _Ctx(ctx.batch, {k: (v // n if k == "#0" else v) for k, v in ctx.sizes.items()}, ctx.training,
+                     ctx.key)
+        out_names: list[tuple[str, ...]] = []
+
+        def body(arrays, ws, rest):
+            vals = [_V(None, names, hot=(a, size)) if kind == "hot" else _V(a, names)
+                    for a, (kind, names, size) in zip(arrays, kinds)]
+            gathered = {k: _all_gather(w, w_specs[k]) for k, w in ws.items()}
+            inner = type(runner)(runner.plan, {**rest, **gathered})
+            outs = _apply(inner, rule, d, b, index, prefix, vals, local, None)
+            if inner.updates:  # state written from one shard of the batch: not this path's business
+                raise _NotMapped
+            out_names.clear()
+            moved = []
+            for v in outs:
+                if "#0" not in v.names:
+                    raise _NotMapped
+                at = v.names.index("#0")
+                moved.append(jnp.moveaxis(v.a, at, 0))
+                out_names.append(("#0",) + v.names[:at] + v.names[at + 1:])
+            return moved
+
+        mapped = jax.shard_map(body, mesh=self.mesh, in_specs=(in_specs, w_specs, {k: P() for k in others}),
+                               out_specs=P(_entry(batch)), axis_names=set(batch))
+        try:
+            outs = mapped(flat, weights, others)
+        except (_NotMapped, _ShardingTypeError):
+            return None
+        return [_V(a, names) for a, names in zip(outs, out_names)]
+
     # -- placing
     def place_inputs(self, values: list[_V]) -> list[_V]:
         return [self.constrain(v) if _is_traced(v.a) else self._device_put(v) for v in values]
@@ -144,6 +283,29 @@ class Layout:
         if _is_traced(a):
             return self._put(a, spec)
         return jax.device_put(a, NamedSharding(self.mesh, spec))
+
+
+class _NotMapped(Exception):
+    """A box found, while traced per shard of the batch, not to fit `Layout._run_mapped`."""
+
+
+def _axes(entry) -> tuple[str, ...]:
+    """A PartitionSpec entry's mesh axes."""
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _entry(axes: tuple[str, ...]):
+    return None if not axes else (axes[0] if len(axes) == 1 else tuple(axes))
+
+
+def _all_gather(w, spec: P, gather=jax.lax.all_gather):
+    """Inside a `shard_map`: `w` whole along every dimension `spec` splits (over manual mesh axes)."""
+    for dim, e in enumerate(spec):
+        if e is not None:
+            w = gather(w, _axes(e), axis=dim, tiled=True)
+    return w
 
 
 def _apply(runner, rule, d, b, index, prefix, ins, ctx, sub):
