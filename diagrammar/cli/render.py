@@ -15,6 +15,8 @@ from . import _args, _files, _needs
 __all__ = ["FORMATS", "add_arguments", "own_circuits", "page_path", "run"]
 
 FORMATS = (".svg", ".png", ".tex", ".dot")
+MEASURED = ("time", "train-time", "norms")  # --overlay sources measured by running the compiled circuit
+MEASURED_BATCH = 32
 DOT_FORMATS = (".dot", ".svg", ".png", ".pdf")  # with --dot: the DOT text, or an image graphviz lays out
 
 
@@ -45,12 +47,20 @@ def add_arguments(parser) -> None:
                         help="draw the graphviz dataflow view instead of the circuit diagram: -o out.dot writes "
                              "its text (as does '-'), out.svg, out.png or out.pdf an image laid out by graphviz's "
                              "dot program, which must be installed")
-    parser.add_argument("--batch", type=_args.positive(), default=1, metavar="B",
-                        help="batch size for --cost and --overlay flops|bytes (default 1)")
+    parser.add_argument("--batch", type=_args.positive(), default=None, metavar="B",
+                        help="batch size for --cost and --overlay flops|bytes (default 1) and for the inputs "
+                             f"of --overlay time|train-time|norms (default {MEASURED_BATCH})")
     parser.add_argument("--overlay", metavar="SOURCE",
                         help="colour boxes and wires by measured values, with a colour bar: 'flops' or 'bytes' "
-                             "(the cost of each box), or a JSON file mapping box and wire names to numbers "
-                             "(docs/analysis.md; `diagrammar analyse` writes one); SVG and PNG only"),
+                             "(the cost of each box); 'time' or 'train-time' (each box's share of a profiled "
+                             "forward pass or training step); 'norms' (each wire's RMS over a batch of random "
+                             "inputs); or a JSON file mapping box and wire names to numbers "
+                             "(docs/analysis.md; `diagrammar analyse` and --overlay-out write one); SVG and PNG only"),
+    parser.add_argument("--checkpoint", metavar="RUN",
+                        help="with --overlay time|train-time|norms: the weights to run, a checkpoint.npz or a "
+                             "training run's folder (default: random initial weights, seed 0)")
+    parser.add_argument("--overlay-out", metavar="FILE.json",
+                        help="also write the overlay's values as JSON, for --overlay FILE.json later")
     _args.add_size_overrides(parser)
 
 
@@ -107,7 +117,8 @@ def run(args) -> int:
             raise BadArgument(f"cannot tell the format of -o {out!r}: end it in one of {', '.join(FORMATS)}"
                               + (" (.pdf with --dot)" if suffix == ".pdf" else ""))
         _files.check_output(out, what="-o")
-    program = load(args.file, sizes=dict(args.size_overrides) or None)
+    _check_overlay_args(args)
+    program = load(args.file, sizes=dict(args.size_overrides) or _checkpoint_overrides(args) or None)
     own = own_circuits(program)
     if not own:
         raise BadArgument(f"{args.file} defines no circuit")
@@ -118,6 +129,7 @@ def run(args) -> int:
         _files.check_output(out)
     suffix = ".svg" if out == "-" else Path(out).suffix.lower()
     more: list = []
+    overlay = None
 
     if suffix == ".dot" or args.dot:
         if args.cost:
@@ -134,7 +146,7 @@ def run(args) -> int:
         annotations = None
         if args.cost:
             try:
-                annotations = cost_labels(diagram, args.batch)
+                annotations = cost_labels(diagram, args.batch or 1)
             except ImportError as e:
                 raise MissingDependency(f"--cost needs the cost backend, which is not available in this "
                                         f"install ({e})") from None
@@ -157,6 +169,7 @@ def run(args) -> int:
     if out == "-":
         sys.stdout.write(data if isinstance(data, str) else data.decode("utf-8"))
         sys.stdout.flush()
+        _write_overlay(args, overlay)
         return 0
     outs = [out] + [page_path(out, i) for i in range(2, len(more) + 2)]
     for path in outs[1:]:
@@ -166,6 +179,7 @@ def run(args) -> int:
     shown = "all levels" if args.depth is None else f"depth {args.depth}"
     pages_note = f"; it continues on {', '.join(outs[1:])} (--one-page keeps one page)" if more else ""
     print(f"wrote {out} ({name}, {shown}){pages_note}", file=sys.stderr)
+    _write_overlay(args, overlay)
     return 0
 
 
@@ -179,13 +193,106 @@ def _overlay(args, diagram, suffix: str):
         raise BadArgument("--overlay is drawn on SVG and PNG figures; TikZ output has no overlay")
     try:
         if args.overlay in ("flops", "bytes"):
-            return cost_overlay(diagram, args.overlay, batch=args.batch)
-        _files.input_file(args.overlay, what="--overlay")
-        return load_overlay(args.overlay)
+            overlay = cost_overlay(diagram, args.overlay, batch=args.batch or 1)
+        elif args.overlay in MEASURED:
+            overlay = _measured(args, diagram)
+        else:
+            if not Path(args.overlay).exists() and Path(args.overlay).suffix.lower() != ".json":
+                raise BadArgument(f"--overlay {args.overlay}: expected flops, bytes, {', '.join(MEASURED)} "
+                                  "or a JSON file (there is no such file)")
+            _files.input_file(args.overlay, what="--overlay")
+            overlay = load_overlay(args.overlay)
     except OverlayError as e:
         raise BadArgument(f"--overlay {args.overlay}: {e}") from None
     except UnicodeDecodeError:
         raise BadArgument(f"--overlay {args.overlay}: not a text (JSON) file") from None
+    return overlay
+
+
+def _write_overlay(args, overlay) -> None:
+    """--overlay-out: the overlay's values as JSON, written once the figure is drawn."""
+    if args.overlay_out and overlay is not None:
+        from ..analysis.overlays import overlay_json
+
+        _files.write_atomic(args.overlay_out, overlay_json(overlay))
+        print(f"wrote {args.overlay_out} (the overlay's values, for --overlay {args.overlay_out})", file=sys.stderr)
+
+
+def _check_overlay_args(args) -> None:
+    """Refuse, before anything is loaded or run, --checkpoint or --overlay-out that cannot be used."""
+    if args.checkpoint is not None:
+        if args.overlay not in MEASURED:
+            raise BadArgument(f"--checkpoint gives the weights for --overlay {'|'.join(MEASURED)}"
+                              + (f", not for --overlay {args.overlay}" if args.overlay else ""))
+        _checkpoint_file(args.checkpoint)
+    if args.overlay_out is not None:
+        if args.overlay is None:
+            raise BadArgument("--overlay-out writes the values of an --overlay; give one")
+        if Path(args.overlay_out).suffix.lower() != ".json":
+            raise BadArgument(f"--overlay-out writes JSON: end its name in .json, not {args.overlay_out!r}")
+        _files.check_output(args.overlay_out, what="--overlay-out")
+
+
+def _checkpoint_file(path: str) -> Path:
+    """The checkpoint --checkpoint names: a file, or the checkpoint.npz of a run folder."""
+    p = Path(path)
+    if p.is_dir():
+        f = p / "checkpoint.npz"
+        if not f.exists():
+            raise BadArgument(f"--checkpoint {path}: the folder holds no checkpoint.npz (is it a training "
+                              "run's --out?)")
+        return _files.input_file(f, what="--checkpoint")
+    return _files.input_file(p, what="--checkpoint")
+
+
+def _checkpoint_overrides(args) -> dict | None:
+    """The --size overrides the checkpoint's run was trained with, so the figure draws that model."""
+    if args.checkpoint is None:
+        return None
+    _needs.require("render", ("jax", "flax", "numpy"), what=f"--overlay {args.overlay}")
+    from ..analysis.capture import checkpoint_sizes
+    from ..train import checkpoint as ckpt
+
+    _, overrides = checkpoint_sizes(ckpt.load_meta(_checkpoint_file(args.checkpoint)))
+    return dict(overrides) or None
+
+
+def _measured(args, diagram):
+    """The --overlay time|train-time|norms of ``diagram``: it is compiled (or loaded from --checkpoint) and run."""
+    _needs.require("render", ("jax", "flax", "numpy"), what=f"--overlay {args.overlay}")
+    from ..analysis import overlays
+    from ..errors import CircuitError
+
+    checkpoint = sizes = None
+    if args.checkpoint is not None:
+        from ..analysis.capture import checkpoint_sizes
+        from ..train import checkpoint as ckpt
+
+        checkpoint = _checkpoint_file(args.checkpoint)
+        bound, _ = checkpoint_sizes(ckpt.load_meta(checkpoint))
+        free = diagram.free_sizes()
+        sizes = {k: v for k, v in bound.items() if k in free}
+    else:
+        free = sorted(diagram.free_sizes())
+        if free:
+            raise BadArgument(f"--overlay {args.overlay}: {diagram.name} runs only with every axis sized; give "
+                              + " ".join(f"--size {n}=N" for n in free))
+
+    def progress(line: str) -> None:
+        print(f"diagrammar render: {line}", file=sys.stderr, flush=True)
+
+    batch = args.batch or MEASURED_BATCH
+    weights = f"checkpoint {checkpoint}" if checkpoint else "random initial weights (seed 0)"
+    try:
+        if args.overlay == "norms":
+            progress(f"running {diagram.name} on {batch} random inputs with {weights}, capturing every wire")
+            return overlays.norm_overlay(diagram, batch=batch, checkpoint=checkpoint, sizes=sizes)
+        return overlays.time_overlay(diagram, batch=batch, train=args.overlay == "train-time",
+                                     checkpoint=checkpoint, sizes=sizes, progress=progress)
+    except CircuitError as e:  # sizes the circuit cannot run with
+        raise BadArgument(f"--overlay {args.overlay}: {diagram.name} cannot be compiled: {e}") from None
+    except RuntimeError as e:  # the profiler could not trace
+        raise BadArgument(f"--overlay {args.overlay}: {e}") from None
 
 
 def page_path(out: str, number: int) -> str:

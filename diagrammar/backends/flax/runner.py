@@ -3,12 +3,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import jax
+
 from ...ir import Box, Diagram, TensorType
 from .lowering import LOWERING
 from .values import _V, _Ctx, _full
 
 if TYPE_CHECKING:
     from .module import _Plan, _Request
+
+
+def scope_name(box: str) -> str:
+    """The `jax.named_scope` a box's operations run in: its name, with `@` (which XLA cuts an op_name at,
+    keeping what comes before) spelled `#`, a character no box name holds.
+
+    >>> scope_name("x@2")
+    'x#2'
+    """
+    return box.replace("@", "#")
 
 
 class _Runner:
@@ -35,14 +47,17 @@ class _Runner:
             rule = LOWERING.get(b.op)
             if rule is None:
                 raise NotImplementedError(f"the flax backend has no operation {b.op!r} (box {b.name})")
-            if b.body is not None:  # a nested diagram's rule also takes (and returns) what to capture in it
-                sub = req.children.get(b.name) if req is not None else None
-                outs, inner = (rule(self, d, b, index, prefix, ins, ctx, sub) if self.plan.layout is None
-                               else self.plan.layout.run_box(self, rule, d, b, index, prefix, ins, ctx, sub))
-                caps.update(inner)
-            else:
-                outs = (rule(self, d, b, index, prefix, ins, ctx) if self.plan.layout is None
-                        else self.plan.layout.run_box(self, rule, d, b, index, prefix, ins, ctx, None))
+            # the box's name on the traced ops: nested, the scopes spell its path (`attention/q`) in each
+            # HLO op's metadata op_name, which the profiler overlay attributes time by (analysis/overlays.py)
+            with jax.named_scope(scope_name(b.name)):
+                if b.body is not None:  # a nested diagram's rule also takes (and returns) what to capture in it
+                    sub = req.children.get(b.name) if req is not None else None
+                    outs, inner = (rule(self, d, b, index, prefix, ins, ctx, sub) if self.plan.layout is None
+                                   else self.plan.layout.run_box(self, rule, d, b, index, prefix, ins, ctx, sub))
+                    caps.update(inner)
+                else:
+                    outs = (rule(self, d, b, index, prefix, ins, ctx) if self.plan.layout is None
+                            else self.plan.layout.run_box(self, rule, d, b, index, prefix, ins, ctx, None))
             for w, v in zip(b.outputs, outs):
                 env[w] = v
                 if req is not None and w in req.wires:

@@ -14,6 +14,9 @@ The JSON form (``diagrammar render --overlay FILE.json``, see docs/analysis.md):
     {"label": "linear CKA with seed 1", "scale": "linear", "range": [0, 1],
      "boxes": {"h": 0.8}, "wires": {"h": 0.93, "x": 1.0}}
 
+``"lenient": true`` skips names the figure does not draw instead of refusing them (the measured
+overlays name every box at every depth, so one file serves a figure of any ``--depth``).
+
 Pure Python (no numpy), like the rest of the renderer.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ VIRIDIS = ("#440154", "#48186a", "#472d7b", "#424086", "#3b528b", "#33638d", "#2
            "#1fa088", "#28ae80", "#3fbc73", "#5ec962", "#84d44b", "#addc30", "#d8e219", "#fde725")
 NEUTRAL_WIRE = "#c8c8c8"  # a wire with no value, when wires are overlaid
 NEUTRAL_BOX = "#f2f2f2"   # a box with no value, when boxes are overlaid
-KEYS = ("label", "scale", "range", "boxes", "wires")
+KEYS = ("label", "scale", "range", "boxes", "wires", "lenient")
 BAND = 46.0  # the height the colour bar adds under the figure
 
 
@@ -105,7 +108,10 @@ class Overlay:
         label = data.get("label", "")
         if not isinstance(label, str):
             raise OverlayError(f"label must be text, got {label!r}")
-        return cls(parts["boxes"], parts["wires"], label, data.get("scale", "linear"), rng)
+        lenient = data.get("lenient", False)
+        if not isinstance(lenient, bool):
+            raise OverlayError(f"lenient must be true or false, got {lenient!r}")
+        return cls(parts["boxes"], parts["wires"], label, data.get("scale", "linear"), rng, lenient)
 
     def bounds(self) -> tuple[float, float]:
         """The values mapped to the two ends of the scale."""
@@ -316,11 +322,16 @@ def colour_bar(fig, overlay: Overlay, top: float, fmt) -> list[str]:
     ticks.insert(1, (0.5, math.sqrt(lo * hi) if overlay.scale == "log" else (lo + hi) / 2))
     from xml.sax.saxutils import escape
 
+    from .geometry import text_width
+
     scale_note = ", log scale" if overlay.scale == "log" else ""
-    caption = escape((overlay.label or "value") + scale_note)
+    caption = (overlay.label or "value") + scale_note
+    room, wide = fig.width - x0 - 8.0, text_width(caption, 10.0)
+    size = 10.0 if wide <= room else max(7.0, 10.0 * room / wide)  # a long caption shrinks to fit the figure
+    caption = escape(caption)
     lines = [
         f'<defs><linearGradient id="overlay-scale" x1="0" y1="0" x2="1" y2="0">{stops}</linearGradient></defs>',
-        f'<text class="overlay-scale" x="{fmt(x0)}" y="{fmt(top + 13)}" font-size="10">{caption}</text>',
+        f'<text class="overlay-scale" x="{fmt(x0)}" y="{fmt(top + 13)}" font-size="{fmt(size)}">{caption}</text>',
         (f'<rect class="overlay-scale" data-low="{lo!r}" data-high="{hi!r}" x="{fmt(x0)}" y="{fmt(y)}" '
          f'width="{fmt(width)}" height="9" fill="url(#overlay-scale)" stroke="#888888" stroke-width="0.6"/>'),
     ]
