@@ -14,7 +14,7 @@ jax. `compile(..., passes={"fuse_siblings": False})` turns one off;
 `diagrammar stats` lists the rewrites that would fire.
 
 >>> sorted(PASSES)
-['fuse_siblings', 'multiply_sum', 'take_early', 'unroll_repeat']
+['fuse_siblings', 'multiply_sum', 'take_early', 'unroll_repeat', 'unroll_scan']
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidArgument
 from ..ir import Diagram
-from . import fuse_siblings, multiply_sum, take_early, unroll_repeat
+from . import fuse_siblings, multiply_sum, take_early, unroll_repeat, unroll_scan
 from ._rewrite import Rewrite, SizeOf, rewrite_all
 
 __all__ = ["PASSES", "Pass", "Rewrite", "optimise", "resolve"]
@@ -44,6 +44,7 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
     Pass("fuse_siblings", fuse_siblings.__doc__.splitlines()[0], fuse_siblings.run),
     Pass("multiply_sum", multiply_sum.__doc__.splitlines()[0], multiply_sum.run),
     Pass("unroll_repeat", unroll_repeat.__doc__.splitlines()[0], unroll_repeat.run),
+    Pass("unroll_scan", unroll_scan.__doc__.splitlines()[0], unroll_scan.run),
 )}
 
 

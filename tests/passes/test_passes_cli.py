@@ -15,7 +15,7 @@ def test_stats_lists_the_rewrites_that_fire(capsys):
     assert main(["stats", GROK, "--circuit", "GrokTransformer"]) == 0
     out = capsys.readouterr().out
     assert "optimisation passes that fire when compiled:" in out
-    assert "fuse_siblings: attention: q, k, v read x: one product" in out
+    assert "fuse_siblings: attention: k, v read x: one product" in out
     assert "take_early: out:take reads one pos of x@2" in out
 
 

@@ -149,7 +149,8 @@ def scan(r, d, b, index, prefix, ins, ctx, req):
 
     if r.plan.remat:
         body = jax.checkpoint(body)
-    final, (ys, caps) = lax.scan(body, init, (x_arrays, jnp.arange(length)), length=length)
+    unroll = bool(dict(b.attr("pass", ())).get("unroll_scan"))  # passes/unroll_scan.py: straight-line steps
+    final, (ys, caps) = lax.scan(body, init, (x_arrays, jnp.arange(length)), length=length, unroll=unroll)
     outs = [_V(a, names) for a, (names, _) in zip(final, state_spec)]
     for a, names in zip(ys, y_names):
         v = _V(a, (along,) + names)
