@@ -18,6 +18,14 @@ box is added or removed, and none that folds its position into a random key
 (dropout, calls, repeats, scans) moves. The wires between lose the axis, so a
 module reads wires captured by name from the diagram as checked (see
 `CompiledCircuit.__call__`). Records `("take_early", w0)` on the `take`.
+
+A `dot` not over the axis commutes with the take, and so does a `causal` mask
+whose query axis it is (it then masks the keys after the position taken, and
+records that position). Then the take sinks into calls: `take(u + f(x))`,
+where the call `f` draws no random numbers, becomes `take(u) + f'(x)`, where
+`f'` is `f` ending in the same take, moved as far up inside it as it goes (see
+`_sink_into_call`). In GrokTransformer this runs the attention's query,
+scores, mixing and output projection for the last position alone.
 """
 from __future__ import annotations
 
