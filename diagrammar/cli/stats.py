@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pass", action="append", default=[], metavar="PASS",
                         help="leave out this optimisation pass from the list of rewrites compile makes "
                              "(repeatable; 'all' for none)")
+    parser.add_argument("--pass", dest="with_pass", action="append", default=[], metavar="PASS",
+                        help="list the rewrites of this pass too, also one that is off by default (repeatable)")
     from .train import add_mesh_arguments  # the same --mesh, --shard and --batch-over as train (no jax)
 
     add_mesh_arguments(parser, axis_types=False)
@@ -45,15 +47,15 @@ def _axis_params(program, name: str) -> set[str]:
         return set()
 
 
-def _rewrites(d, bindings: dict, off: list[str]) -> tuple:
+def _rewrites(d, bindings: dict, off: list[str], on: list[str] = ()) -> tuple:
     """What the optimisation passes would rewrite when this circuit is compiled (passes/; IR only)."""
     from ..errors import InvalidArgument
-    from ..passes import optimise
+    from ..passes import optimise, switches
 
     try:
-        return optimise(d, bindings, False if "all" in off else {name: False for name in off})[1]
+        return optimise(d, bindings, switches(list(on), off))[1]
     except InvalidArgument as e:
-        raise BadArgument(f"--no-pass: {e.message}") from None
+        raise BadArgument(f"--{'no-pass' if off else 'pass'}: {e.message}") from None
 
 
 def _format_rewrites(rewrites) -> str:
@@ -114,7 +116,7 @@ def run(args) -> int:
                   f"(give sizes with " + " ".join(f"--set {m}=N" for m in missing) + ")", file=sys.stderr)
         reports.append(report)
 
-    rewrites = [_rewrites(d, bindings, args.no_pass) for d, bindings in plans]
+    rewrites = [_rewrites(d, bindings, args.no_pass, args.with_pass) for d, bindings in plans]
     sharded = _sharded_costs(args, plans)
     if args.json:
         circuits = [{**r.to_json(), "passes": [{"pass": w.pass_name, "where": w.where, "what": w.what} for w in ws]}

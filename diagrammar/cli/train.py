@@ -147,11 +147,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="resume the checkpoint in --out even though its settings differ (the new ones apply)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_mesh_arguments(parser)
-    from ..passes import PASSES  # the IR only: no jax
+    from ..passes import OFF_BY_DEFAULT, PASSES  # the IR only: no jax
 
     parser.add_argument("--no-pass", action="append", default=[], choices=(*PASSES, "all"), metavar="PASS",
                         help="compile without this optimisation pass (repeatable; 'all' for none): "
                              + ", ".join(PASSES) + " (see docs/passes.md)")
+    parser.add_argument("--pass", dest="with_pass", action="append", default=[], choices=PASSES, metavar="PASS",
+                        help="compile with this pass, also one that is off by default: "
+                             + ", ".join(sorted(OFF_BY_DEFAULT)) + " (repeatable)")
     _args.add_size_overrides(parser)
 
 
@@ -173,9 +176,11 @@ def compile_settings(args: argparse.Namespace) -> tuple[dict[str, int], dict[str
                        batch=batch_mesh_axis(args))
     elif getattr(args, "shard", None):
         raise BadArgument("--shard needs --mesh (e.g. --mesh data=4,model=2 --shard heads=model)")
-    off = getattr(args, "no_pass", None) or []
-    if off:
-        options["passes"] = False if "all" in off else {name: False for name in off}
+    from ..passes import switches
+
+    passes = switches(getattr(args, "with_pass", None) or [], getattr(args, "no_pass", None) or [])
+    if passes is not None:
+        options["passes"] = passes
     return sizes, options
 
 

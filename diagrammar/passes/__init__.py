@@ -26,7 +26,7 @@ from ..ir import Diagram
 from . import fuse_siblings, multiply_sum, take_early, unroll_repeat, unroll_scan
 from ._rewrite import Rewrite, SizeOf, rewrite_all
 
-__all__ = ["PASSES", "Pass", "Rewrite", "optimise", "resolve"]
+__all__ = ["OFF_BY_DEFAULT", "PASSES", "Pass", "Rewrite", "optimise", "resolve", "switches"]
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,23 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
 )}
 
 
+# Passes a plain `compile` leaves off. `fuse_siblings` made GrokTransformer's full-batch step 1.37x slower
+# on XLA:CPU (48.7 against 66.8 ms, benchmarks/train_speed.py --only transformer --profile, load 0.9): the
+# gradient of the fused product's column slices is padded and summed back instead of concatenated. It
+# stays one switch away (`passes={"fuse_siblings": True}`, `diagrammar train --pass fuse_siblings`).
+OFF_BY_DEFAULT = frozenset({"fuse_siblings"})
+
+
 def resolve(passes: Mapping[str, bool] | bool | None) -> tuple[str, ...]:
-    """The names of the passes to run: all by default, none for False, or all but those switched off.
+    """The names of the passes to run: by default all but `OFF_BY_DEFAULT`, all for True, none for False;
+    a dict switches passes on or off from the default.
 
     Raises:
         InvalidArgument: a name that is not a pass, or a switch that is not a bool.
     """
-    if passes is None or passes is True:
+    if passes is None:
+        return tuple(n for n in PASSES if n not in OFF_BY_DEFAULT)
+    if passes is True:
         return tuple(PASSES)
     if passes is False:
         return ()
@@ -65,7 +75,16 @@ def resolve(passes: Mapping[str, bool] | bool | None) -> tuple[str, ...]:
             raise InvalidArgument(f"no optimisation pass {name!r}; the passes are: {', '.join(PASSES)}")
         if not isinstance(on, bool):
             raise InvalidArgument(f"passes[{name!r}] must be True or False, got {on!r}")
-    return tuple(n for n in PASSES if passes.get(n, True))
+    return tuple(n for n in PASSES if passes.get(n, n not in OFF_BY_DEFAULT))
+
+
+def switches(on: list[str], off: list[str]) -> dict[str, bool] | bool | None:
+    """The `passes` argument for command-line `--pass NAME` (on) and `--no-pass NAME` (off; 'all' for none)."""
+    if "all" in off:
+        return False
+    if not on and not off:
+        return None
+    return {**{name: True for name in on}, **{name: False for name in off}}
 
 
 def optimise(diagram: Diagram, bindings: Mapping[str, int] | None = None,

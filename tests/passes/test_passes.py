@@ -152,8 +152,8 @@ def test_grok_transformer_rewrites():
     d = _load("grok_transformer", "GrokTransformer")
     runnable, rewrites = optimise(d)
     assert [(w.pass_name, w.where) for w in rewrites] == [
-        ("take_early", ""), ("take_early", ""), ("take_early", ""), ("fuse_siblings", "attention"),
-        ("multiply_sum", "attention"), ("multiply_sum", "attention")]
+        ("take_early", ""), ("take_early", ""), ("take_early", ""),
+        ("multiply_sum", "attention"), ("multiply_sum", "attention")]  # fuse_siblings is off by default
     # the MLP runs on the last position alone, and so does the residual add after the attention
     names = [b.name for b in runnable.boxes]
     assert names.index("out:take") == names.index("x@2") - 1 == names.index("attention") + 1
@@ -169,11 +169,21 @@ def test_grok_transformer_rewrites():
     assert att.box("out:take").inputs == ("x",) and att.box("q").inputs == ("x#out:take",)
     assert att.wire("a").type.names == ("heads", "key")
     assert dict(att.box("a:causal").attr("pass")) == {"take_early": 2}  # masks keys after position 2 of 3
-    assert att.box("k").outputs == ("k:linear", "k+v:fused") and att.box("v").inputs == ("k+v:fused",)
+    fused = optimise(d, passes={"fuse_siblings": True})[0].box("attention").body
+    assert fused.box("k").outputs == ("k:linear", "k+v:fused") and fused.box("v").inputs == ("k+v:fused",)
     # weights, their names, shapes, order and initialisers do not change; the body gains one take
     assert list(runnable.weights()) == list(d.weights())
     assert sorted(b.name for _, b in runnable.walk()) == sorted([b.name for _, b in d.walk()] + ["out:take"])
     assert optimise(d, passes=False) == (d, ())
+
+
+def test_fuse_siblings_is_off_unless_asked_for():
+    d = _load("grok_transformer", "GrokTransformer")
+    names = {w.pass_name for w in optimise(d)[1]}
+    assert "fuse_siblings" not in names and "take_early" in names
+    assert "fuse_siblings" in {w.pass_name for w in optimise(d, passes=True)[1]}
+    assert "fuse_siblings" in {w.pass_name for w in optimise(d, passes={"fuse_siblings": True})[1]}
+    assert "fuse_siblings" not in {w.pass_name for w in optimise(d, passes={"take_early": False})[1]}
 
 
 SINK = """
@@ -209,7 +219,7 @@ def test_all_passes_together_in_training_mode():
     """Dropout keys fold in each box's position; the passes move no box, so training-mode outputs agree too."""
     d = diagrammar.load(CIRCUITS / "transformer.circuit", sizes={"seq": 4, "d": 16})["Block"]
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4, 16)), jnp.float32)
-    on = d.compile(rngs=nnx.Rngs(0))
+    on = d.compile(rngs=nnx.Rngs(0), passes=True)  # every pass, also those off by default
     off = d.compile(rngs=nnx.Rngs(0), passes=False)
     assert {w.pass_name for w in on._plan.rewrites} == {"fuse_siblings", "multiply_sum"}
     call = nnx.jit(lambda m, x: m(x))

@@ -15,14 +15,16 @@ def test_stats_lists_the_rewrites_that_fire(capsys):
     assert main(["stats", GROK, "--circuit", "GrokTransformer"]) == 0
     out = capsys.readouterr().out
     assert "optimisation passes that fire when compiled:" in out
-    assert "fuse_siblings: attention: k, v read x: one product" in out
     assert "take_early: out:take reads one pos of x@2" in out
+    assert "fuse_siblings" not in out  # off by default
+    assert main(["stats", GROK, "--circuit", "GrokTransformer", "--pass", "fuse_siblings"]) == 0
+    assert "fuse_siblings: attention: k, v read x: one product" in capsys.readouterr().out
 
 
 def test_stats_without_a_pass(capsys):
-    assert main(["stats", GROK, "--circuit", "GrokTransformer", "--no-pass", "fuse_siblings", "--json"]) == 0
+    assert main(["stats", GROK, "--circuit", "GrokTransformer", "--no-pass", "multiply_sum", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["circuits"][0]
-    assert {r["pass"] for r in report["passes"]} == {"take_early", "multiply_sum"}
+    assert {r["pass"] for r in report["passes"]} == {"take_early"}
     assert main(["stats", GROK, "--circuit", "GrokTransformer", "--no-pass", "all"]) == 0
     assert "optimisation passes: none fires" in capsys.readouterr().out
 
@@ -35,7 +37,8 @@ def test_stats_refuses_an_unknown_pass(capsys):
 
 @pytest.mark.parametrize("flags,passes", [([], None), (["--no-pass", "all"], False),
                                           (["--no-pass", "take_early", "--no-pass", "multiply_sum"],
-                                           {"take_early": False, "multiply_sum": False})])
+                                           {"take_early": False, "multiply_sum": False}),
+                                          (["--pass", "fuse_siblings"], {"fuse_siblings": True})])
 def test_train_passes_the_switches_to_compile(tiny, tmp_path, monkeypatch, flags, passes):
     seen = []
     original = train_cli.compile_circuit
