@@ -151,6 +151,50 @@ def _chunk_batches(data: Batch, seed, start, length: int, batch_size: int) -> ja
     return orders[q // n - first, q % n]
 
 
+def chunk_fn(task: Task, train_def: Any, tx: optax.GradientTransformation, *, unroll: int = 1) -> Callable[..., Any]:
+    """The traceable body of one compiled chunk: ``length`` optimiser steps of one seed in a ``lax.scan``.
+
+    ``chunk(params, rest, opt_state, data, seed, start, length=L)`` runs steps
+    ``start .. start + L - 1`` from the state ``nnx.split(model, nnx.Param, ...)``
+    gives (with ``train_def`` its training-mode graph definition) and returns
+    ``((params, rest, opt_state), (losses, aux))``, one loss and one aux dict
+    entry per step. The single-seed trainer jits it as it is; the many-seed
+    trainer (:mod:`diagrammar.train.seeds`) vmaps it over stacked seeds, so
+    both run the same step.
+    """
+    batch_size = getattr(task, "batch_size", None)
+    sample = getattr(task, "sample", None)
+
+    def chunk(params, rest, opt_state, data, seed, start, *, length):
+        def one_step(carry, xs):
+            params, rest, opt_state = carry
+            step, idx = xs
+            if sample is not None:
+                batch = sample(jax.random.fold_in(jax.random.key(seed), step))
+            elif idx is not None:
+                batch = {k: v[idx] for k, v in data.items()}
+            else:
+                batch = data
+
+            def loss_fn(params):
+                m = nnx.merge(train_def, params, rest, copy=True)  # fresh Variables at this trace level
+                loss, aux = task.loss(m, batch, True)
+                _, _, new_rest = nnx.split(m, nnx.Param, ...)  # dropout RNG counts, batch stats
+                return loss, (aux, new_rest)
+
+            (loss, (aux, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, new_rest, opt_state), (loss, aux)
+
+        steps = start + jnp.arange(length, dtype=jnp.int32)
+        minibatch = sample is None and batch_size is not None and batch_size < _num_examples(data)
+        idx = _chunk_batches(data, seed, start, length, batch_size) if minibatch else None
+        return jax.lax.scan(one_step, (params, rest, opt_state), (steps, idx), unroll=unroll)
+
+    return chunk
+
+
 def _num_examples(data: Batch) -> int:
     sizes = {int(v.shape[0]) for v in data.values()}
     if len(sizes) != 1:
@@ -321,36 +365,12 @@ def _train(model, task, steps, optimizer, steps_per_call, eval_every, checkpoint
     if layout is not None:  # split over the batch's mesh axes; the state stays where it was created
         train_data, test_data = _mesh.place_data(train_data, layout), _mesh.place_data(test_data, layout)
         pinned = _mesh.shardings((params, opt_state))
-    batch_size = getattr(task, "batch_size", None)
-    sample = getattr(task, "sample", None)
     seed_arr = jnp.asarray(seed, dtype=jnp.uint32)
 
+    chunk = chunk_fn(task, train_def, tx, unroll=unroll)
+
     def run_chunk(params, rest, opt_state, data, seed, start, *, length):
-        def one_step(carry, xs):
-            params, rest, opt_state = carry
-            step, idx = xs
-            if sample is not None:
-                batch = sample(jax.random.fold_in(jax.random.key(seed), step))
-            elif idx is not None:
-                batch = {k: v[idx] for k, v in data.items()}
-            else:
-                batch = data
-
-            def loss_fn(params):
-                m = nnx.merge(train_def, params, rest, copy=True)  # fresh Variables at this trace level
-                loss, aux = task.loss(m, batch, True)
-                _, _, new_rest = nnx.split(m, nnx.Param, ...)  # dropout RNG counts, batch stats
-                return loss, (aux, new_rest)
-
-            (loss, (aux, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, new_rest, opt_state), (loss, aux)
-
-        steps = start + jnp.arange(length, dtype=jnp.int32)
-        minibatch = sample is None and batch_size is not None and batch_size < _num_examples(data)
-        idx = _chunk_batches(data, seed, start, length, batch_size) if minibatch else None
-        carry, out = jax.lax.scan(one_step, (params, rest, opt_state), (steps, idx), unroll=unroll)
+        carry, out = chunk(params, rest, opt_state, data, seed, start, length=length)
         if layout is not None:
             params, opt_state = _mesh.pin((carry[0], carry[2]), pinned)
             carry = (params, carry[1], opt_state)

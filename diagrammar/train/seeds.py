@@ -1,11 +1,19 @@
 """Train stage: several seeds of one model trained together, vmapped inside one compiled step.
 
-Representation studies compare seeds, and the small models they use leave a
-CPU mostly idle: one seed's step is a handful of small matmuls and a lot of
-dispatch. Here the states of all seeds (weights, other model state, optimiser
-state) are stacked along a new leading axis, and one jitted ``lax.scan`` runs
-``jax.vmap`` of the single-seed step of :mod:`diagrammar.train.loop`, so every
-seed advances in the same compiled call.
+Representation studies compare seeds. Here the states of all seeds (weights,
+other model state, optimiser state) are stacked along a new leading axis, and
+the single-seed trainer's compiled chunk (:func:`diagrammar.train.loop.chunk_fn`,
+a ``lax.scan`` of ``steps_per_call`` steps) runs under ``jax.vmap``
+(:func:`seeds_chunk`), so every seed advances in the same compiled call, with
+the same chunking, and one program is compiled for all of them.
+
+What that buys is measured by ``benchmarks/seeds.py``: the compilation is paid
+once instead of once per seed, a large part of a short run's time. Once
+compiled, a seed-step costs about what it costs alone on XLA:CPU: for the
+models measured there (ModAddMLP and the pointer network at batch 128) the step
+is arithmetic (matmuls and the optimiser's elementwise update), not dispatch,
+and vmapping does not shrink the arithmetic (the benchmark's docstring has the
+profile).
 
 Seed ``s`` is exactly the run ``train(make_model(s), make_task(s), seed=s)``
 would be: the same initial weights, the same data (its task's split), the same
@@ -77,6 +85,26 @@ def stack(trees: Sequence[Any]) -> Any:
 def unstack(tree: Any, i: int) -> Any:
     """Entry ``i`` of a tree built by :func:`stack`."""
     return jax.tree.map(lambda x: x[i], tree)
+
+
+def seeds_chunk(chunk: Callable[..., Any]) -> Callable[..., Any]:
+    """The many-seed chunk: ``chunk`` (from :func:`diagrammar.train.loop.chunk_fn`) vmapped over stacked seeds.
+
+    ``run(params, rest, opt_state, data, seeds, active, start, length=L)`` takes
+    every argument but ``start`` stacked along a leading seed axis and returns
+    what ``chunk`` returns, stacked likewise. A seed whose ``active`` is False
+    keeps its state (its losses are computed and ignored): its own run would
+    have ended at the step it stopped.
+    """
+    def one_seed(params, rest, opt_state, data, seed, active, start, *, length):
+        old = (params, rest, opt_state)
+        new, outs = chunk(params, rest, opt_state, data, seed, start, length=length)
+        return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old), outs
+
+    def run(params, rest, opt_state, data, seeds, active, start, *, length):
+        return jax.vmap(lambda *a: one_seed(*a, start, length=length))(params, rest, opt_state, data, seeds, active)
+
+    return run
 
 
 @dataclasses.dataclass
@@ -232,50 +260,13 @@ def _train_seeds(make_model, make_task, seeds, out, *, steps, optimizer, steps_p
         return stack(per_seed)
 
     train_data, test_data = stacked_data("train_data"), stacked_data("test_data")
-    batch_size = getattr(first, "batch_size", None)
-    sample = getattr(first, "sample", None)
     seed_arr = jnp.asarray(seeds, dtype=jnp.uint32)
-
-    def one_seed_chunk(params, rest, opt_state, data, seed, active, start, *, length):
-        """Steps ``start .. start + length - 1`` of one seed: the body of loop.train's compiled chunk."""
-        def one_step(carry, xs):
-            params, rest, opt_state = carry
-            step, idx = xs
-            if sample is not None:
-                batch = sample(jax.random.fold_in(jax.random.key(seed), step))
-            elif idx is not None:
-                batch = {k: v[idx] for k, v in data.items()}
-            else:
-                batch = data
-
-            def loss_fn(params):
-                m = nnx.merge(train_def, params, rest, copy=True)
-                loss, aux = first.loss(m, batch, True)
-                _, _, new_rest = nnx.split(m, nnx.Param, ...)
-                return loss, (aux, new_rest)
-
-            (loss, (aux, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, new_rest, opt_state), (loss, aux)
-
-        steps_ = start + jnp.arange(length, dtype=jnp.int32)
-        minibatch = sample is None and batch_size is not None and batch_size < loop._num_examples(data)
-        idx = loop._chunk_batches(data, seed, start, length, batch_size) if minibatch else None
-        old = (params, rest, opt_state)
-        new, outs = jax.lax.scan(one_step, old, (steps_, idx), unroll=unroll)
-        # A stopped seed keeps its state: its own run would have ended at the step it stopped.
-        return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old), outs
-
-    def run_chunk(params, rest, opt_state, data, seeds, active, start, *, length):
-        one = lambda *a: one_seed_chunk(*a, start, length=length)  # noqa: E731
-        return jax.vmap(one)(params, rest, opt_state, data, seeds, active)
+    run_chunk = jax.jit(seeds_chunk(loop.chunk_fn(first, train_def, tx, unroll=unroll)), static_argnames="length")
 
     def evaluate(params, rest, data):
         return jax.vmap(lambda p, r, d: first.loss(nnx.merge(eval_def, p, r, copy=True), d, False))(
             params, rest, data)
 
-    run_chunk = jax.jit(run_chunk, static_argnames="length")
     evaluate = jax.jit(evaluate)
 
     def seed_state(i: int) -> tuple[Any, Any, Any]:
@@ -332,7 +323,7 @@ def _train_seeds(make_model, make_task, seeds, out, *, steps, optimizer, steps_p
         while live:
             end = next_boundary(step)
             active = jnp.asarray([i in live for i in range(len(seeds))])
-            (new_params, new_rest, new_opt), (losses, aux) = run_chunk(
+            (new_params, new_rest, new_opt), (losses, _) = run_chunk(
                 params, rest, opt_state, train_data, seed_arr, active, jnp.int32(step), length=end - step)
             losses = np.asarray(losses)
             for i in live:

@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -11,9 +12,9 @@ import diagrammar
 from diagrammar.cli import main
 from diagrammar.cli.train import seed_list
 from diagrammar.train import checkpoint as ckpt
-from diagrammar.train.loop import default_optimizer, train
+from diagrammar.train.loop import chunk_fn, default_optimizer, train
 from diagrammar.train.modadd import ModAdd
-from diagrammar.train.seeds import SeedDiverged, seed_folder, train_seeds
+from diagrammar.train.seeds import SeedDiverged, seed_folder, seeds_chunk, stack, train_seeds, unstack
 
 # Dropout makes the test bite on the RNG state each seed carries; minibatches on the data order.
 TINY_DROPOUT = """
@@ -110,6 +111,32 @@ def test_per_seed_checkpoints_resume_alone_or_together(diagram, singles, tmp_pat
     for s in seeds:
         assert_same_weights(both.models[s], singles[s][0])
         assert_same_history(both.results[s].history, singles[s][1].history)
+
+
+def test_the_many_seed_chunk_is_the_single_seed_chunk_vmapped_and_a_stopped_seed_keeps_its_state(diagram):
+    """The compiled step both trainers run: one seed's slice of the vmapped chunk is that seed's own chunk."""
+    tx = KW["optimizer"]
+    states, tasks = [], [make_task(s) for s in (0, 1)]
+    for s in (0, 1):
+        model = make_model(diagram)(s)
+        model.train()
+        graph, params, rest = nnx.split(model, nnx.Param, ...)
+        states.append((params, rest, tx.init(params), dict(tasks[s].train_data)))
+    chunk = chunk_fn(tasks[0], graph, tx)
+    start = jnp.int32(20)  # mid-run: the minibatches of steps 20-29, as a resumed run draws them
+    (new, (losses, aux)) = jax.jit(seeds_chunk(chunk), static_argnames="length")(
+        *stack(states), jnp.asarray([0, 1], "uint32"), jnp.asarray([True, False]), start, length=10)
+    assert losses.shape == (2, 10) and aux["acc"].shape == (2, 10)
+    alone, (alone_losses, _) = jax.jit(chunk, static_argnames="length")(
+        *states[0], jnp.uint32(0), start, length=10)
+    np.testing.assert_allclose(losses[0], alone_losses, rtol=1e-5, atol=1e-6)
+    for x, y in zip(jax.tree.leaves(unstack(new, 0)), jax.tree.leaves(alone), strict=True):
+        x, y = (jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v for v in (x, y))
+        np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
+    # Seed 1 is not active: every leaf of its state comes back as it went in, bit for bit.
+    for x, y in zip(jax.tree.leaves(unstack(new, 1)), jax.tree.leaves(states[1][:3]), strict=True):
+        x, y = (jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v for v in (x, y))
+        np.testing.assert_array_equal(x, y)
 
 
 def test_a_seed_that_meets_the_stopping_rule_stops_as_its_single_run(diagram, singles):
