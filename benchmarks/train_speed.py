@@ -721,7 +721,7 @@ def part_e_profile() -> None:
             f"{k} {ms:.1f} ms ({n})" for k, (ms, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])), flush=True)
     print("(e) ablation: GrokTransformer's step with each pass switched off (fastest of 10 interleaved steps)",
           flush=True)
-    from diagrammar.passes import PASSES
+    from diagrammar.passes import OFF_BY_DEFAULT, PASSES
 
     task = ModAdd(p=113, train_frac=0.3, seed=0, inputs="tokens")
     batch = {"tokens": task.model_inputs(task.train_data)[0], "label": task.train_data["label"]}
@@ -731,7 +731,9 @@ def part_e_profile() -> None:
     def grok_loss(m, bt):
         return optax.softmax_cross_entropy_with_integer_labels(m(bt["tokens"]), bt["label"]).mean()
 
-    variants = {"all passes": None, **{f"without {p}": {p: False} for p in PASSES}, "no passes": False}
+    variants = {"default passes": None,
+                **{(f"with {p}" if p in OFF_BY_DEFAULT else f"without {p}"): {p: p in OFF_BY_DEFAULT} for p in PASSES},
+                "no passes": False}
     runs = {}
     for label, passes in variants.items():
         step, args = compiled_contender(grok.compile(rngs=nnx.Rngs(0), passes=passes), grok_loss, batch, tx)
