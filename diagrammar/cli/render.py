@@ -61,7 +61,46 @@ def add_arguments(parser) -> None:
                              "training run's folder (default: random initial weights, seed 0)")
     parser.add_argument("--overlay-out", metavar="FILE.json",
                         help="also write the overlay's values as JSON, for --overlay FILE.json later")
+    from .train import add_mesh_arguments  # the same --mesh, --shard and --batch-over as train (no jax)
+
+    add_mesh_arguments(parser, axis_types=False)
     _args.add_size_overrides(parser)
+
+
+def _mesh_labels(args, diagram) -> tuple[dict[str, str], dict[str, str]]:
+    """``--mesh``/``--shard``: (axis -> the mesh axes it is split over, for wire labels such as ``heads /
+    model``; box path -> the collectives it implies in a training step, written under it).
+
+    Only the communication a box's own arithmetic implies is written: partial sums all-reduced over a
+    tensor-parallel axis, and a fully sharded weight gathered for use and its gradient scattered back.
+    The all-reduce of every weight's gradient over the batch's mesh axes (data parallelism) would mark
+    every box alike; `diagrammar stats --mesh ...` lists it.
+    """
+    if not getattr(args, "mesh", None):
+        if getattr(args, "shard", None):
+            raise BadArgument("--shard needs --mesh (e.g. --mesh data=4,model=2 --shard heads=model)")
+        return {}, {}
+    from ..backends.cost.comms import analyse_sharding
+    from ..check.sharding import validate
+    from .train import batch_mesh_axis
+
+    mapping = validate(diagram, args.mesh, args.shard or {}, batch_mesh_axis(args))  # span errors: exit 1
+    walked = {path for path, _ in diagram.walk()}
+    sent: dict[str, list[str]] = {}
+    for c in analyse_sharding(diagram, mapping, batch=args.batch or 1).collectives:
+        if c.phase in ("gradient", "loss") and c.kind == "all-reduce":
+            continue
+        box = c.box if c.box in walked else c.box.rpartition(".")[0]  # a weight: the box that holds it
+        if box not in walked:
+            continue
+        times = f"{c.times} x " if c.times > 1 else ""
+        sent.setdefault(box, []).append(f"{c.kind} {times}{_kb(c.bytes)} / {','.join(c.mesh_axes)} ({c.phase})")
+    mesh_axes = {axis: ",".join(on) for axis, on in mapping.axes.items() if on}
+    return mesh_axes, {box: "; ".join(lines) for box, lines in sent.items()}
+
+
+def _kb(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.0f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
 
 
 def own_circuits(program) -> list[str]:
@@ -151,9 +190,13 @@ def run(args) -> int:
                 raise MissingDependency(f"--cost needs the cost backend, which is not available in this "
                                         f"install ({e})") from None
         overlay = _overlay(args, diagram, suffix)
+        mesh_axes, sent = _mesh_labels(args, diagram)
+        if sent:
+            annotations = {k: " · ".join(x for x in ((annotations or {}).get(k), sent.get(k)) if x)
+                           for k in {*(annotations or {}), *sent}}
         fig = layout(diagram, depth=args.depth, annotations=annotations, axis_formulas=axis_formulas(program),
                      inline=args.inline, one_row=args.one_row, style=args.style,
-                     paged=not args.one_page and out != "-")
+                     paged=not args.one_page and out != "-", mesh_axes=mesh_axes)
         if suffix == ".tex":
             from ..backends.tikz import to_tikz
             data = to_tikz(fig)
