@@ -52,7 +52,10 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
 # on XLA:CPU (48.7 against 66.8 ms, benchmarks/train_speed.py --only transformer --profile, load 0.9): the
 # gradient of the fused product's column slices is padded and summed back instead of concatenated. It
 # stays one switch away (`passes={"fuse_siblings": True}`, `diagrammar train --pass fuse_siblings`).
-OFF_BY_DEFAULT = frozenset({"fuse_siblings"})
+# `unroll_scan` made the pointer network's step 1.2-1.4x faster only while other jobs loaded the machine
+# (3.5% on a quiet one: 25.2 against 26.1 ms), and its straight-line steps compile longer for every
+# sequence length a run meets (the suite's pointer and workspace training runs took 16 s more CPU).
+OFF_BY_DEFAULT = frozenset({"fuse_siblings", "unroll_scan"})
 
 
 def resolve(passes: Mapping[str, bool] | bool | None) -> tuple[str, ...]:
