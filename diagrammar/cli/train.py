@@ -185,7 +185,8 @@ def compile_settings(args: argparse.Namespace) -> tuple[dict[str, int], dict[str
 
 
 def add_mesh_arguments(parser: argparse.ArgumentParser, axis_types: bool = True) -> None:
-    """``--mesh``, ``--shard``, ``--batch-over`` and (for a run) ``--mesh-axes``; train and stats share them."""
+    """``--mesh``, ``--shard``, ``--batch-over`` and (for a run, ``axis_types``) ``--mesh-axes``; train, stats
+    and render share them (the last two only read the mapping)."""
     from ..check.sharding import parse_mesh, parse_shard  # no jax
 
     def typed(parse):
@@ -198,8 +199,10 @@ def add_mesh_arguments(parser: argparse.ArgumentParser, axis_types: bool = True)
         return convert
 
     parser.add_argument("--mesh", type=typed(parse_mesh), default=None, metavar="AXIS=N,...",
-                        help="run on a mesh of devices, e.g. data=4,model=2 (on CPU set "
-                             "XLA_FLAGS=--xla_force_host_platform_device_count=8); see docs/sharding.md")
+                        help=("run on a mesh of devices, e.g. data=4,model=2 (on CPU set "
+                              "XLA_FLAGS=--xla_force_host_platform_device_count=8)" if axis_types else
+                              "a mesh of devices to count (stats) or draw (render) for, e.g. data=4,model=2")
+                        + "; see docs/sharding.md")
     parser.add_argument("--shard", type=typed(parse_shard), default=None, metavar="AXIS=MESH_AXIS,...",
                         help="with --mesh, split these named axes over mesh axes: heads=model,mlp=model (tensor "
                              "parallel), d=data (fully sharded data parallel); default: none (data parallel)")
