@@ -17,6 +17,8 @@ def test_tensor_parallel_wires_and_communicating_boxes(capsys):
     plain = _svg(capsys)
     svg = _svg(capsys, "--mesh", "data=4,model=2", "--shard", "heads=model,mlp=model")
     assert "heads / model" in svg and "mlp / model" in svg
+    # the wire mlp goes on in the next row: labelled again at that row's start, with its mesh axis
+    assert svg.count(">mlp / model<") == 2 and ">mlp<" not in svg
     assert "heads / model" not in plain and "all-reduce" not in plain
     # the MLP's second product and the attention's output projection sum partial results over `model` in the
     # forward pass; the products that read d all-reduce their input's gradient in the backward pass

@@ -239,7 +239,7 @@ def _body(diagram: Diagram, depth: int, ctx: _Ctx, prefix: str, one_row: bool, m
     breaks = row_breaks(fig, max_width, prefix[:-1], aliases)
     if breaks:
         fig = _Builder(diagram, depth, ctx, prefix=prefix, row_breaks=breaks).run()
-    return wrap(fig, max_width, prefix[:-1], aliases, breaks)
+    return wrap(fig, max_width, prefix[:-1], aliases, breaks, mesh_axes=ctx.mesh_axes)
 
 
 DEF_GAP = 8.0     # above a definition's heading

@@ -205,8 +205,12 @@ def row_breaks(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
 
 
 def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
-         aliases: dict[str, str] | None = None, breaks: frozenset | None = None) -> Layout:
+         aliases: dict[str, str] | None = None, breaks: frozenset | None = None,
+         mesh_axes: dict[str, str] | None = None) -> Layout:
     """The body broken into rows no wider than max_width (px), stacked top to bottom.
+
+    A wire that goes on in a later row is labelled again at that row's start, with its mesh axis where
+    `mesh_axes` splits it (``heads / model``, as `lanes.axis_label` writes it).
 
     The body is a Layout from the lane sweep (x from 0, y from 0) whose own tracks have
     `parent` as their parent; `breaks` (columns, from `row_breaks`) fixes where rows end.
@@ -323,10 +327,12 @@ def wrap(body: Layout, max_width: float = PAGE_WIDTH, parent: str = "",
                 a = xs
                 if t.axis:
                     lx = xs + ARROW + 3
-                    bx, by, bw, bh = _label_box(lx, y - 3.0, t.axis, LABEL_SIZE)
+                    mesh = (mesh_axes or {}).get(t.axis)
+                    text = f"{t.axis} / {mesh}" if mesh else t.axis
+                    bx, by, bw, bh = _label_box(lx, y - 3.0, text, LABEL_SIZE)
                     label = ("new", len(new_labels))
-                    new_labels.append((k, LabelGeom(t.axis, "axis", bx, by, bw, bh, t.parent, t.wire, t.axis, y)))
-                    r.shapes[4].append(Text(lx, y - 3.0, t.axis, LABEL_SIZE, color, False, True, "start", "axis",
+                    new_labels.append((k, LabelGeom(text, "axis", bx, by, bw, bh, t.parent, t.wire, t.axis, y)))
+                    r.shapes[4].append(Text(lx, y - 3.0, text, LABEL_SIZE, color, False, True, "start", "axis",
                                             (("wire", t.wire), ("axis", t.axis))))
                 prev = max((j for j in drawn if j < k), default=None)
                 if named and (prev is None or prev < k - 1):
