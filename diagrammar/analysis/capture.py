@@ -11,6 +11,8 @@ bounded by the batch.
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -227,12 +229,25 @@ def load_checkpoint(diagram: Diagram, path: str | os.PathLike,
     model.eval()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     # by key path, the optimiser state in the file left unread; a sharded run's pieces are joined here
-    (params, rest), meta = ckpt.load(path, (params, rest), subset=True,
-                                     here=f"in {diagram.name} with sizes {sizes or {}} (were other sizes used? "
-                                          "give them with --size NAME=N)")
+    with reading_checkpoint():
+        (params, rest), meta = ckpt.load(path, (params, rest), subset=True,
+                                         here=f"in {diagram.name} with sizes {sizes or {}} (were other sizes "
+                                              "used? give them with --size NAME=N)")
     model = nnx.merge(graphdef, params, rest)
     model.eval()
     return model, meta
+
+
+@contextlib.contextmanager
+def reading_checkpoint():
+    """A checkpoint read to analyse or draw, not to resume: its refusal advises what a reader can do."""
+    from ..train import checkpoint as ckpt
+
+    try:
+        yield
+    except ckpt.CheckpointMismatch as e:
+        raise ckpt.CheckpointMismatch(str(e).replace(
+            ckpt.RESUME_HINT, "give a checkpoint.npz that `diagrammar train` wrote, or its run folder")) from None
 
 
 def collect(stream: Iterable[tuple[dict[str, np.ndarray], Any]]) -> dict[str, np.ndarray]:

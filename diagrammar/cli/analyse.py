@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import capture
     from ..train import checkpoint as ckpt
 
-    metas = [ckpt.load_meta(p) for p in paths]
-    against_meta = ckpt.load_meta(against) if against is not None else None
+    with capture.reading_checkpoint():
+        metas = [ckpt.load_meta(p) for p in paths]
+        against_meta = ckpt.load_meta(against) if against is not None else None
     _, overrides = capture.checkpoint_sizes(metas[0])
     if args.size_overrides:
         overrides = dict(args.size_overrides)

@@ -293,10 +293,11 @@ def _checkpoint_overrides(args) -> dict | None:
     if args.checkpoint is None:
         return None
     _needs.require("render", ("jax", "flax", "numpy"), what=f"--overlay {args.overlay}")
-    from ..analysis.capture import checkpoint_sizes
+    from ..analysis.capture import checkpoint_sizes, reading_checkpoint
     from ..train import checkpoint as ckpt
 
-    _, overrides = checkpoint_sizes(ckpt.load_meta(_checkpoint_file(args.checkpoint)))
+    with reading_checkpoint():
+        _, overrides = checkpoint_sizes(ckpt.load_meta(_checkpoint_file(args.checkpoint)))
     return dict(overrides) or None
 
 
@@ -308,11 +309,12 @@ def _measured(args, diagram):
 
     checkpoint = sizes = None
     if args.checkpoint is not None:
-        from ..analysis.capture import checkpoint_sizes
+        from ..analysis.capture import checkpoint_sizes, reading_checkpoint
         from ..train import checkpoint as ckpt
 
         checkpoint = _checkpoint_file(args.checkpoint)
-        bound, _ = checkpoint_sizes(ckpt.load_meta(checkpoint))
+        with reading_checkpoint():
+            bound, _ = checkpoint_sizes(ckpt.load_meta(checkpoint))
         free = diagram.free_sizes()
         sizes = {k: v for k, v in bound.items() if k in free}
     else:

@@ -213,9 +213,11 @@ def exists(path: str | os.PathLike) -> bool:
 # ------------------------------------------------------------------ reading, nothing trusted
 
 
+RESUME_HINT = "delete it, start afresh (--fresh) or give another output folder"  # what a resumed run can do
+
+
 def _refuse(path: Any, why: str) -> CheckpointMismatch:
-    return CheckpointMismatch(f"{path}: not a readable checkpoint ({why}); delete it, start afresh (--fresh) "
-                              "or give another output folder")
+    return CheckpointMismatch(f"{path}: not a readable checkpoint ({why}); {RESUME_HINT}")
 
 
 class _Reader:
