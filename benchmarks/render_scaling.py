@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     for n, r in got:
         print(f"  {n} blocks: diagrammar check+layout+svg is {r['torchview'] / r['total']:.1f}x faster than torchview")
     if not args.no_peers:
-        print(f"\nDisCoPy's draw on the same blocks (copy, four boxes, +), smaller sizes:")
+        print("\nDisCoPy's draw on the same blocks (copy, four boxes, +), smaller sizes:")
         prev = None
         for n in args.discopy_sizes:
             t = time_discopy(n, args.repeat)

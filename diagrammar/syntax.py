@@ -683,7 +683,7 @@ def parse_module(text: str, file: str = "<text>") -> Module:
     except CircuitError as e:
         e.source = text
         raise
-    except DedentError as e:
+    except DedentError:
         line = _dedent_line(text)
         raise CircuitSyntaxError("unindent does not match any outer indentation level",
                                  Span(file, line, 1, line, 2), source=text) from None

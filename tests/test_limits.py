@@ -109,7 +109,7 @@ def test_parentheses_alone_do_not_nest():
 
 
 def test_each_statement_starts_afresh():
-    body = "\n".join(f"x = " + " + ".join(["x"] * N) for _ in range(5)) + "\nreturn x"
+    body = "\n".join("x = " + " + ".join(["x"] * N) for _ in range(5)) + "\nreturn x"
     checks(program(body))
 
 

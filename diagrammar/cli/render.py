@@ -177,7 +177,7 @@ def run(args) -> int:
             raise BadArgument("--overlay is drawn on SVG and PNG figures, not on the graphviz view")
         data: str | bytes = dot_view(diagram, ".dot" if out == "-" else suffix, args.depth)
     else:
-        from ..backends.svg import axis_formulas, layout, to_svg
+        from ..backends.svg import axis_formulas, layout
 
         cairosvg = None
         if suffix == ".png":
