@@ -36,6 +36,12 @@ circuit Tiny(a: int[], b: int[]) -> [p]:
 """
 
 
+@pytest.fixture(scope="session")
+def tiny_source() -> str:
+    """TINY_MODADD's text, for module-scoped fixtures that write it where they train."""
+    return TINY_MODADD
+
+
 @pytest.fixture
 def tiny(tmp_path) -> str:
     """The path of a file holding TINY_MODADD (a model that trains in a second)."""

@@ -11,24 +11,15 @@ import pytest
 from diagrammar.analysis import metrics as M
 from diagrammar.cli import main
 
-TINY = """axis p = 7
-axis arg = 2
-axis hidden = 8
-
-circuit Tiny(a: int[], b: int[]) -> [p]:
-    x = stack(onehot(a, p), onehot(b, p), along = arg)
-    h = relu(linear(x, (arg, p) -> hidden))
-    return linear(h, hidden -> p)
-"""
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_source):
     """Two tiny runs (seeds 0 and 1) of 10 steps each, and the .circuit file they trained."""
     root = tmp_path_factory.mktemp("analyse")
     src = root / "tiny.circuit"
-    src.write_text(TINY)
+    src.write_text(tiny_source)
     out = []
     for seed in (0, 1):
         run = root / f"s{seed}"

@@ -33,15 +33,6 @@ circuit Net(x: [n, d]) -> [n, d]:
         x = Inner(x)
     return x
 """
-TINY = """axis p = 7
-axis arg = 2
-axis hidden = 8
-
-circuit Tiny(a: int[], b: int[]) -> [p]:
-    x = stack(onehot(a, p), onehot(b, p), along = arg)
-    h = relu(linear(x, (arg, p) -> hidden))
-    return linear(h, hidden -> p)
-"""
 # one box does nearly all the work (a [512] x [512, 2048] product per example), one next to it almost none
 HEAVY = """axis d = 512, e = 2048
 
@@ -53,11 +44,11 @@ circuit Heavy(x: [d]) -> ([e], [d]):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_source):
     """A tiny modular-addition MLP trained for 10 steps: (its .circuit file, its run folder)."""
     root = tmp_path_factory.mktemp("measured")
     src = root / "tiny.circuit"
-    src.write_text(TINY)
+    src.write_text(tiny_source)
     run = root / "run"
     assert main(["train", str(src), "--circuit", "Tiny", "--steps", "10", "--steps-per-call", "10",
                  "--eval-every", "10", "--no-progress", "--no-stop", "--out", str(run)]) == 0

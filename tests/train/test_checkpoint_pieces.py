@@ -5,7 +5,6 @@ data is read, and files without pieces (one-device runs, files written before pi
 The 8-device save and restore across mesh shapes is in tests/sharding/test_checkpoint_shards.py."""
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -16,6 +15,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from test_checkpoint_crafted import (
+    npy,  # an .npy entry, real or with a hand-written header
+)
 
 from diagrammar.train import checkpoint as ckpt
 
@@ -34,16 +36,6 @@ def template() -> dict:
 
 HALVES = [((0, 2), (0, 6)), ((2, 4), (0, 6))]                                 # split over rows
 GRID = [((a, a + 2), (c, c + 3)) for a in (0, 2) for c in (0, 3)]             # rows x columns, 4 pieces
-
-
-def npy(array: np.ndarray | None = None, *, header: dict | None = None, data: bytes = b"") -> bytes:
-    buf = io.BytesIO()
-    if header is None:
-        np.lib.format.write_array(buf, np.asarray(array), allow_pickle=False)
-    else:
-        np.lib.format.write_array_header_1_0(buf, header)
-        buf.write(data)
-    return buf.getvalue()
 
 
 def piece_file(path: Path, state: dict, split: dict[str, list], *, change=None, replace=None) -> Path:
