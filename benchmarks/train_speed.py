@@ -592,6 +592,9 @@ def transformer_contenders(quick: bool) -> dict[str, dict[str, tuple]]:
                                                pbatch, tx),
         "compiled, no passes": compiled_contender(pointer_net.compile(rngs=nnx.Rngs(0), passes=False, **sizes),
                                                   pointer_loss, pbatch, tx),
+        # unroll_scan is off by default (it pays off only on a loaded machine): shown beside the default
+        "compiled, +unroll_scan": compiled_contender(
+            pointer_net.compile(rngs=nnx.Rngs(0), passes={"unroll_scan": True}, **sizes), pointer_loss, pbatch, tx),
         "hand-written JAX": hand_contender(hand_pointer_loss, hand_pointer_params(jax.random.key(0)), pbatch, tx)}
     return out
 
