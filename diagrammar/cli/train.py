@@ -376,42 +376,23 @@ def run(args: argparse.Namespace) -> int:
         from ..train.mesh import context as mesh_context
 
         held.enter_context(mesh_context(model))  # a model on a mesh runs under it (explicit axes need that)
-        try:
-            task, tag, description = spec.build(args, model)
-        except ValueError as e:
-            raise TaskMismatch(f"{args.circuit} cannot be trained on --task {args.task}: {e}\n"
-                               f"  --task {args.task} expects {spec.expects}") from None
+        task, tag, description = _build_task(spec, args, model)
         if out is None:
             out = Path("runs") / f"{args.circuit}-{args.task}-{tag}-s{args.seed}"
             held.enter_context(rundir.claim(out))
         print(f"training {args.circuit} on {description} -> {out}", file=sys.stderr)
 
-        from ..train.loop import TrainingDiverged, default_optimizer, train
+        from ..train.loop import default_optimizer, train
 
-        try:
-            result = train(
-                model, task, steps=args.steps,
-                optimizer=default_optimizer(args.lr, args.weight_decay, *ADAMW_BETAS),
-                steps_per_call=args.steps_per_call, eval_every=args.eval_every, out_dir=out, seed=args.seed,
-                resume=not args.fresh, progress=not args.no_progress, config=run_settings(args, sizes),
-                force=args.force,
-                stop_when=None if target is None else (lambda m: m.get("test_acc", 0.0) >= target),
-            )
-        except TrainingDiverged as e:
-            print(f"diagrammar train: error: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as e:
-            from . import Terminated
-
-            why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-            print(f"\ndiagrammar train: {why}; {_saved(out)}", file=sys.stderr)
-            return Terminated.exit_code if isinstance(e, Terminated) else 130
-        except Exception as e:
-            if type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e):
-                print("diagrammar train: error: out of memory while training; try a smaller --batch-size or "
-                      f"smaller sizes ({str(e).splitlines()[0]})", file=sys.stderr)
-                return 1
-            raise
+        result, code = _stopped_or(lambda: train(
+            model, task, steps=args.steps,
+            optimizer=default_optimizer(args.lr, args.weight_decay, *ADAMW_BETAS),
+            steps_per_call=args.steps_per_call, eval_every=args.eval_every, out_dir=out, seed=args.seed,
+            resume=not args.fresh, progress=not args.no_progress, config=run_settings(args, sizes),
+            force=args.force, stop_when=_stop_rule(target),
+        ), saved=lambda: _saved(out), smaller="a smaller --batch-size or smaller sizes")
+        if code is not None:
+            return code
     print(summary(args.circuit, result, target, time.perf_counter() - t0))
     return 0
 
@@ -468,48 +449,29 @@ def run_seeds(args: argparse.Namespace) -> int:
         models, tasks = {}, {}
         for s, seed_args in per_seed.items():
             models[s] = build_model(seed_args, sizes, options)
-            try:
-                tasks[s], tag, description = spec.build(seed_args, models[s])
-            except ValueError as e:
-                raise TaskMismatch(f"{args.circuit} cannot be trained on --task {args.task}: {e}\n"
-                                   f"  --task {args.task} expects {spec.expects}") from None
+            tasks[s], tag, description = _build_task(spec, seed_args, models[s])
         if out is None:
             out = Path("runs") / f"{args.circuit}-{args.task}-{tag}-seeds{_seeds_text(args.seeds)}"
             held.enter_context(rundir.claim(out))
         print(f"training {args.circuit} on {description}, seeds {_seeds_text(args.seeds)} in one compiled step "
               f"-> {out}/seed-S", file=sys.stderr)
 
-        from ..train.loop import TrainingDiverged, default_optimizer
+        from ..train.loop import default_optimizer
         from ..train.seeds import train_seeds
 
         def make_model(s: int) -> Any:  # built above; built again only to catch up a lagging seed
             return models.pop(s) if s in models else build_model(per_seed[s], sizes, options)
 
-        try:
-            result = train_seeds(
-                make_model, tasks.__getitem__, args.seeds, steps=args.steps,
-                optimizer=default_optimizer(args.lr, args.weight_decay, *ADAMW_BETAS),
-                steps_per_call=args.steps_per_call, eval_every=args.eval_every, out_dir=out,
-                resume=not args.fresh, progress=not args.no_progress, config=run_settings(args, sizes),
-                force=args.force,
-                stop_when=None if target is None else (lambda m: m.get("test_acc", 0.0) >= target),
-            )
-        except TrainingDiverged as e:
-            print(f"diagrammar train: error: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as e:
-            from . import Terminated
-
-            why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-            print(f"\ndiagrammar train: {why}; each seed's last completed steps are saved in {out}/seed-S; run "
-                  "the same command to resume", file=sys.stderr)
-            return Terminated.exit_code if isinstance(e, Terminated) else 130
-        except Exception as e:
-            if type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e):
-                print("diagrammar train: error: out of memory while training; try fewer --seeds, a smaller "
-                      f"--batch-size or smaller sizes ({str(e).splitlines()[0]})", file=sys.stderr)
-                return 1
-            raise
+        result, code = _stopped_or(lambda: train_seeds(
+            make_model, tasks.__getitem__, args.seeds, steps=args.steps,
+            optimizer=default_optimizer(args.lr, args.weight_decay, *ADAMW_BETAS),
+            steps_per_call=args.steps_per_call, eval_every=args.eval_every, out_dir=out,
+            resume=not args.fresh, progress=not args.no_progress, config=run_settings(args, sizes),
+            force=args.force, stop_when=_stop_rule(target),
+        ), saved=lambda: f"each seed's last completed steps are saved in {out}/seed-S; run the same command to resume",
+            smaller="fewer --seeds, a smaller --batch-size or smaller sizes")
+        if code is not None:
+            return code
     total = time.perf_counter() - t0
     print("\n".join(summary(f"{args.circuit} seed {s}", r, target, total) for s, r in result.results.items()))
     return 0
@@ -520,6 +482,46 @@ def _seeds_text(seeds: tuple[int, ...]) -> str:
     if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
         return f"{seeds[0]}-{seeds[-1]}"
     return ",".join(str(s) for s in seeds)
+
+
+def _build_task(spec, args: argparse.Namespace, model) -> tuple[Any, str, str]:
+    """(task, tag for the run folder's name, description) of ``--task`` for ``model``, or TaskMismatch."""
+    try:
+        return spec.build(args, model)
+    except ValueError as e:
+        raise TaskMismatch(f"{args.circuit} cannot be trained on --task {args.task}: {e}\n"
+                           f"  --task {args.task} expects {spec.expects}") from None
+
+
+def _stop_rule(target: float | None):
+    """``stop_when`` for the trainers: test accuracy at ``target`` (None: never stop early)."""
+    return None if target is None else (lambda m: m.get("test_acc", 0.0) >= target)
+
+
+def _stopped_or(run, *, saved, smaller: str) -> tuple[Any, int | None]:
+    """(what ``run()`` returned, None), or (None, the exit code) for a run that stopped early, said on stderr:
+    diverged (1), out of memory (1, suggesting ``smaller``), interrupted (130) or terminated (143); an
+    interrupted run also says what was kept, ``saved()``, read once it has stopped. Any other error
+    propagates."""
+    from ..train.loop import TrainingDiverged
+
+    try:
+        return run(), None
+    except TrainingDiverged as e:
+        print(f"diagrammar train: error: {e}", file=sys.stderr)
+        return None, 1
+    except KeyboardInterrupt as e:
+        from . import Terminated
+
+        why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\ndiagrammar train: {why}; {saved()}", file=sys.stderr)
+        return None, Terminated.exit_code if isinstance(e, Terminated) else 130
+    except Exception as e:
+        if type(e).__name__ == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(e):
+            print(f"diagrammar train: error: out of memory while training; try {smaller} "
+                  f"({str(e).splitlines()[0]})", file=sys.stderr)
+            return None, 1
+        raise
 
 
 def _saved(out: Path) -> str:
