@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,3 +71,19 @@ def mark(b: Box, pass_name: str, value: Any, **changes) -> Box:
     recorded = tuple((k, v) for k, v in b.attr("pass", ()) if k != pass_name) + ((pass_name, value),)
     attrs = tuple((k, v) for k, v in b.attrs if k != "pass") + (("pass", recorded),)
     return dataclasses.replace(b, attrs=attrs, **changes)
+
+
+def mark_each(d: Diagram, pass_name: str, decide: Callable[[Box], str | None]) -> tuple[Diagram, list[str]]:
+    """`d` with `(pass_name, True)` recorded on each box not yet marked by that pass for which `decide(box)`
+    says what the pass does to it (None: left alone), in box order; and those sayings. The passes that
+    only choose how a box lowers (multiply_sum, unroll_repeat, unroll_scan) are this and a `decide`."""
+    boxes, what = [], []
+    for b in d.boxes:
+        said = None if pass_name in marks(b) else decide(b)
+        if said is not None:
+            b = mark(b, pass_name, True)
+            what.append(said)
+        boxes.append(b)
+    if not what:
+        return d, []
+    return dataclasses.replace(d, boxes=tuple(boxes)), what

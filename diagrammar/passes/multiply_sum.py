@@ -15,10 +15,8 @@ multiplied are at most `VOLUME`. It records `("multiply_sum", True)`.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from ..ir import Box, Diagram
-from ._rewrite import SizeOf, mark, marks
+from ._rewrite import SizeOf, mark_each
 
 NAME = "multiply_sum"
 SMALLEST = 4  # a matrix side this short makes a product kernel mostly overhead
@@ -45,14 +43,10 @@ def matrix_shape(d: Diagram, b: Box, size_of: SizeOf) -> tuple[int, int, int] | 
 
 
 def run(d: Diagram, size_of: SizeOf) -> tuple[Diagram, list[str]]:
-    boxes, what = [], []
-    for b in d.boxes:
-        if b.op in ("dot", "einsum") and NAME not in marks(b):
-            shape = matrix_shape(d, b, size_of)
-            if shape is not None and (min(shape) <= SMALLEST or shape[0] * shape[1] * shape[2] <= VOLUME):
-                b = mark(b, NAME, True)
-                what.append(f"{b.name} ({'x'.join(map(str, shape[:2]))} over {shape[2]}): multiply and sum")
-        boxes.append(b)
-    if not what:
-        return d, []
-    return dataclasses.replace(d, boxes=tuple(boxes)), what
+    def decide(b: Box) -> str | None:
+        shape = matrix_shape(d, b, size_of) if b.op in ("dot", "einsum") else None
+        if shape is None or not (min(shape) <= SMALLEST or shape[0] * shape[1] * shape[2] <= VOLUME):
+            return None
+        return f"{b.name} ({'x'.join(map(str, shape[:2]))} over {shape[2]}): multiply and sum"
+
+    return mark_each(d, NAME, decide)

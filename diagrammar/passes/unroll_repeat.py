@@ -12,24 +12,16 @@ copies; a call that captures wires runs the loop as before.
 """
 from __future__ import annotations
 
-import dataclasses
-
-from ..ir import Diagram
-from ._rewrite import SizeOf, mark, marks
+from ..ir import Box, Diagram
+from ._rewrite import SizeOf, mark_each
 
 NAME = "unroll_repeat"
 MAX_COPIES = 8  # beyond this, compile time grows faster than the step time shrinks
 
 
 def run(d: Diagram, size_of: SizeOf) -> tuple[Diagram, list[str]]:
-    boxes, what = [], []
-    for b in d.boxes:
-        if b.op == "repeat" and NAME not in marks(b):
-            count = size_of(b.attr("count"))
-            if count is not None and count <= MAX_COPIES:
-                b = mark(b, NAME, True)
-                what.append(f"{b.name}: {count} copies, unrolled")
-        boxes.append(b)
-    if not what:
-        return d, []
-    return dataclasses.replace(d, boxes=tuple(boxes)), what
+    def decide(b: Box) -> str | None:
+        count = size_of(b.attr("count")) if b.op == "repeat" else None
+        return f"{b.name}: {count} copies, unrolled" if count is not None and count <= MAX_COPIES else None
+
+    return mark_each(d, NAME, decide)

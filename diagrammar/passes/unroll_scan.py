@@ -21,26 +21,22 @@ on each scan unrolled.
 """
 from __future__ import annotations
 
-import dataclasses
-
-from ..ir import Diagram
-from ._rewrite import SizeOf, mark, marks
+from ..ir import Box, Diagram
+from ._rewrite import SizeOf, mark_each
 
 NAME = "unroll_scan"
 MAX_STEPS = 16  # beyond this, compile time grows faster than the step time shrinks
 
 
 def run(d: Diagram, size_of: SizeOf) -> tuple[Diagram, list[str]]:
-    boxes, what = [], []
-    budget = MAX_STEPS
-    for b in d.boxes:
-        if b.op == "scan" and NAME not in marks(b):
-            length = size_of(b.attr("length"))
-            if length is not None and length <= budget:
-                budget -= length
-                b = mark(b, NAME, True)
-                what.append(f"{b.name}: {length} steps, unrolled")
-        boxes.append(b)
-    if not what:
-        return d, []
-    return dataclasses.replace(d, boxes=tuple(boxes)), what
+    budget = MAX_STEPS  # steps still to unroll in this diagram, scan by scan in box order
+
+    def decide(b: Box) -> str | None:
+        nonlocal budget
+        length = size_of(b.attr("length")) if b.op == "scan" else None
+        if length is None or length > budget:
+            return None
+        budget -= length
+        return f"{b.name}: {length} steps, unrolled"
+
+    return mark_each(d, NAME, decide)
